@@ -1,0 +1,151 @@
+"""Input validation shared by every public function.
+
+Each check raises ``ValueError`` (or ``TypeError`` for a wrong type) whose message
+names the argument, what was expected and what was received, so that bad input
+never turns into a silent broadcast or a NaN further down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "check_bool_mask",
+    "check_finite",
+    "check_floating",
+    "check_matrix",
+    "check_nonempty",
+    "check_positive",
+    "check_probability",
+    "check_same_device",
+    "check_same_shape",
+    "check_shape",
+    "check_tensor",
+]
+
+
+def check_tensor(name: str, value: object) -> torch.Tensor:
+    """Return ``value`` if it is a tensor, else raise ``TypeError``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_floating(name: str, value: torch.Tensor) -> None:
+    """Raise ``TypeError`` unless ``value`` has a floating-point dtype."""
+    check_tensor(name, value)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+
+
+def check_shape(name: str, value: torch.Tensor, shape: Sequence[int | str | None]) -> None:
+    """Check ``value.shape`` against a pattern.
+
+    Args:
+        name: argument name used in the error message.
+        value: the tensor to check.
+        shape: expected shape; an ``int`` entry must match exactly, a ``str`` or
+            ``None`` entry matches any size (the string only documents the axis).
+    """
+    check_tensor(name, value)
+    pattern = "(" + ", ".join(str(s) if s is not None else "*" for s in shape) + ")"
+    if value.dim() != len(shape):
+        raise ValueError(
+            f"{name} must have shape {pattern} ({len(shape)} dims), got {tuple(value.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(shape, value.shape)):
+        if isinstance(want, int) and want != got:
+            raise ValueError(
+                f"{name} must have shape {pattern}, got {tuple(value.shape)} (axis {axis})"
+            )
+
+
+def check_matrix(name: str, value: torch.Tensor, *, floating: bool = True) -> None:
+    """Check that ``value`` is a non-empty 2-D (N, D) tensor, floating by default."""
+    check_shape(name, value, ("N", "D"))
+    if floating:
+        check_floating(name, value)
+    check_nonempty(name, value)
+
+
+def check_nonempty(name: str, value: torch.Tensor) -> None:
+    """Raise ``ValueError`` if ``value`` has no elements."""
+    if value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+
+
+def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` unless all tensors live on one device."""
+    devices = {t.device for _, t in named}
+    if len(devices) > 1:
+        desc = ", ".join(f"{n} on {t.device}" for n, t in named)
+        raise ValueError(f"all tensors must be on the same device, got {desc}")
+
+
+def check_finite(name: str, value: torch.Tensor) -> None:
+    """Raise ``ValueError`` if ``value`` holds NaN or inf.
+
+    This synchronises with the device; call it only on inputs, never in a loop.
+    """
+    if not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
+
+
+def _as_float(name: str, value: float | torch.Tensor) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+        if value.requires_grad or value.is_cuda:
+            # Avoid a host sync on the hot path; learnable values are checked by their module.
+            return None
+        return float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
+    return float(value)
+
+
+def check_positive(name: str, value: float | torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0.
+
+    A scalar tensor that requires grad or lives on a GPU is not read (that would
+    sync the device); its shape is still checked.
+    """
+    v = _as_float(name, value)
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {v}")
+
+
+def check_probability(
+    name: str, value: float, *, low_inclusive: bool = True, high_inclusive: bool = False
+) -> None:
+    """Raise ``ValueError`` unless ``value`` lies in [0, 1) (bounds configurable)."""
+    v = _as_float(name, value)
+    if v is None:
+        return
+    lo_ok = v >= 0 if low_inclusive else v > 0
+    hi_ok = v <= 1 if high_inclusive else v < 1
+    if not (lo_ok and hi_ok and math.isfinite(v)):
+        lo = "[" if low_inclusive else "("
+        hi = "]" if high_inclusive else ")"
+        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {v}")
+
+
+def check_bool_mask(name: str, value: torch.Tensor, shape: Sequence[int | str | None]) -> None:
+    """Check that ``value`` is a ``torch.bool`` tensor of the given shape pattern."""
+    check_tensor(name, value)
+    if value.dtype != torch.bool:
+        raise TypeError(f"{name} must have dtype torch.bool, got {value.dtype}")
+    check_shape(name, value, shape)

@@ -1,0 +1,3 @@
+"""Augmentations: multi-crop image views, text cropping and caption sampling."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Evaluation: retrieval recall@k, zero-shot classification, compositional accuracy."""
+
+__all__: list[str] = []

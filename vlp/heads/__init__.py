@@ -1,0 +1,3 @@
+"""Heads: cross-attention pooler, projection and DINO-style heads, EMA and frozen teachers."""
+
+__all__: list[str] = []

@@ -1,0 +1,7 @@
+"""Losses: contrastive (CLIP, SigLIP), hard negatives (NegCLIP, FSC-CLIP) and distillation.
+
+Every loss is a pure function with a thin ``nn.Module`` beside it that holds its
+configuration or learnable parameters.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Token masking: random patch dropout, cluster masking and token gather/scatter helpers."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Rule-based hard-negative captions (swap, replace, shuffle) on a shipped lexicon."""
+
+__all__: list[str] = []
