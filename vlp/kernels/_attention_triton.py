@@ -8,6 +8,7 @@ plain pointers with masks, ``tl.dot`` tiles of at least 16, no libdevice, and a
 ``UPCAST`` flag converting bf16 loads to fp32 under the interpreter.
 """
 # mypy: ignore-errors
+# ruff: noqa: SIM108
 
 import triton
 import triton.language as tl
