@@ -45,12 +45,21 @@ def git_sha() -> str:
         return "unknown"
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "device": device,
-        "device_name": (
-            torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-        ),
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

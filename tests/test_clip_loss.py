@@ -311,6 +311,9 @@ CONFIGS: list[dict[str, Any]] = [
     {"local_loss": False, "sample_ids": True},
     {"local_loss": False, "gather_with_grad": False},
     {"local_loss": True, "gather_with_grad": False},
+    # The tiled path (never forms the logits) under the same distributed semantics.
+    {"chunk_size": 2, "sample_ids": True, "label_smoothing": 0.1, "logit_bias": -1.0},
+    {"chunk_size": 4, "local_loss": False, "sample_ids": True, "logit_bias": 0.5},
 ]
 
 
