@@ -98,8 +98,18 @@ def time_fn(
 
 
 def peak_rss_bytes() -> int:
-    # ru_maxrss is in kilobytes on Linux.
+    """The process's resident-set high-water mark (VmHWM) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def current_rss_bytes() -> int:
@@ -108,7 +118,14 @@ def current_rss_bytes() -> int:
 
 
 def peak_memory(fn: Callable[[], Any], device: str) -> int:
-    """Peak memory (bytes) the call adds above what was allocated before it."""
+    """Peak memory (bytes) the call adds above what was allocated before it.
+
+    On CPU this is the growth of the resident set's high-water mark during the call,
+    after a reset. ``run_isolated`` sets ``MALLOC_MMAP_THRESHOLD_`` so that glibc serves
+    every large block with mmap and returns it on free: the resident set then tracks the
+    live tensors, and a warm-up call cannot leave a cache that hides the next call's
+    allocations. Call it after a warm-up so one-time allocations are not counted.
+    """
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -116,6 +133,7 @@ def peak_memory(fn: Callable[[], Any], device: str) -> int:
         fn()
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated() - base)
+    reset_peak_rss()
     base = current_rss_bytes()
     fn()
     return max(0, peak_rss_bytes() - base)
@@ -126,6 +144,7 @@ def run_isolated(module: str, case: dict[str, Any], timeout: float = 3600) -> di
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     proc = subprocess.run(
         [sys.executable, "-m", module, "--case", json.dumps(case)],
         capture_output=True,

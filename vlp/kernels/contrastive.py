@@ -80,7 +80,7 @@ def _torch_lse_forward(
     row = torch.full((n,), float("-inf"), dtype=acc, device=a.device)
     col = torch.empty((m if with_cols else 0,), dtype=acc, device=a.device)
     for j in _chunks(m, chunk):
-        s = (a_ @ b[j : j + chunk].to(acc).T) * scale.to(acc) + bias.to(acc)
+        s = (a_ @ b[j : j + chunk].to(acc).T).mul_(scale.to(acc)).add_(bias.to(acc))
         row = torch.logaddexp(row, torch.logsumexp(s, dim=1))
         if with_cols:
             col[j : j + chunk] = torch.logsumexp(s, dim=0)
@@ -103,17 +103,20 @@ def _torch_lse_backward(
     grad_a = torch.zeros_like(a_)
     grad_b = torch.empty((b.shape[0], b.shape[1]), dtype=acc, device=b.device)
     dot_sum = torch.zeros((), dtype=acc, device=a.device)
+    sc, bi = scale.to(acc), bias.to(acc)
     for j in _chunks(b.shape[0], chunk):
         b_ = b[j : j + chunk].to(acc)
         raw = a_ @ b_.T
-        s = raw * scale.to(acc) + bias.to(acc)
-        # dS_ij = w_r softmax_row(S)_ij + w_c softmax_col(S)_ij
-        ds = row_weight * torch.exp(s - lse_row[:, None])
+        # dS_ij = w_r softmax_row(S)_ij + w_c softmax_col(S)_ij, built in place so that
+        # at most three chunk-sized matrices are alive at once.
+        ds = (raw * sc).add_(bi).sub_(lse_row[:, None]).exp_().mul_(row_weight)
         if col_weight != 0.0:
-            ds = ds + col_weight * torch.exp(s - lse_col[j : j + chunk][None, :])
+            col = (raw * sc).add_(bi).sub_(lse_col[j : j + chunk][None, :])
+            ds.add_(col.exp_().mul_(col_weight))
+            del col
         grad_a.addmm_(ds, b_)
-        grad_b[j : j + chunk] = ds.T @ a_
-        dot_sum += (ds * raw).sum()
+        torch.mm(ds.T, a_, out=grad_b[j : j + chunk])
+        dot_sum += torch.dot(ds.reshape(-1), raw.reshape(-1))
     return grad_a, grad_b, dot_sum
 
 
