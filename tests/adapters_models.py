@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import open_clip
+import pytest
 import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from timm.models.vision_transformer import VisionTransformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and the CI machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 EMBED = 16
 CONTEXT = 12

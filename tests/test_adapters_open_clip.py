@@ -11,6 +11,7 @@ from adapters_models import (
     captions,
     images_for,
     make_clip,
+    single_thread,  # noqa: F401  (autouse fixture)
 )
 
 from vlp.adapters import (

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from adapters_models import make_timm
+from adapters_models import (
+    make_timm,
+    single_thread,  # noqa: F401  (autouse fixture)
+)
 
 from vlp.adapters import timm_vit_tokens
 from vlp.testing import assert_close

@@ -1,5 +1,6 @@
 """Dense tokens out of unmodified open_clip and timm models (adapters, not forks)."""
 
+from vlp.adapters.masked import MaskedImageEncoder, MaskFn
 from vlp.adapters.openclip import (
     open_clip_image_tokens,
     open_clip_masked_image_tokens,
@@ -12,6 +13,8 @@ from vlp.adapters.tokens import DenseTokens, text_token_mask
 
 __all__ = [
     "DenseTokens",
+    "MaskFn",
+    "MaskedImageEncoder",
     "PosInterpolation",
     "interpolate_pos_embed",
     "open_clip_image_tokens",

@@ -1,6 +1,6 @@
 """Positional-embedding interpolation for images whose patch grid differs from training.
 
-COSMOS (Kim et al., CVPR 2025, Sec. 3.1, multi-crop) feeds 96 px local crops to a ViT trained
+COSMOS (Kim et al., CVPR 2025; multi-crop views) feeds 96 px local crops to a ViT trained
 at 224 px. Its reference code resamples the 14x14 grid of positional embeddings bicubically
 with ``scale_factor = (g + 0.1) / sqrt(N)`` (the DINO "+0.1" trick) rather than with
 ``size = g``; the two give different values, so parity needs the former.
@@ -24,12 +24,14 @@ PosInterpolation = Literal["reference", "size"]
 
 
 def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    pair = (value, value) if isinstance(value, int) else value
+    ints = isinstance(pair, (tuple, list)) and len(pair) == 2
+    ints = ints and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+    if not ints:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair[0], pair[1]
+    return int(pair[0]), int(pair[1])
 
 
 def interpolate_pos_embed(
@@ -45,8 +47,9 @@ def interpolate_pos_embed(
 
     The prefix rows (the CLS token's) are kept unchanged; the patch rows are reshaped to
     their grid and resampled bicubically (``align_corners=False``, no antialias), the way
-    the COSMOS reference does for its 96 px local crops (Kim et al., CVPR 2025, Sec. 3.1;
-    spec Sec. 4.1). New grid: ``(H // patch_h, W // patch_w)``.
+    the COSMOS reference does for its 96 px local crops (Kim et al., CVPR 2025; reference
+    code as described in the COSMOS spec, Sec. 4.1). New grid:
+    ``(H // patch_h, W // patch_w)``.
 
     With ``rule="reference"`` the result matches the reference bit for bit: if the new
     image is square and has as many patches as the old grid, ``pos_embed`` is returned as

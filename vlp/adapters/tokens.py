@@ -49,7 +49,7 @@ def text_token_mask(
     id is ``False`` too: ``pad_token_id=0`` reproduces the FSC-CLIP reference mask
     ``(text > 0)`` with column 0 cleared, which also drops in-caption tokens of id 0 (``"!"``
     in the CLIP vocabulary). Used by token-level losses such as FSC-CLIP's local
-    hard-negative loss (Oh et al., EMNLP 2024, Sec. 3.2).
+    hard-negative loss (Oh et al., EMNLP 2024).
 
     Args:
         text: token ids, ``(B, L)`` integer tensor.
