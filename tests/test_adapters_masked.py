@@ -236,3 +236,45 @@ def test_masked_bad_input() -> None:
         MaskedImageEncoder(vit, pos_interpolation="reference")
     with pytest.raises(ValueError, match="without keep_idx"):
         MaskedImageEncoder(model)(images, key_padding_mask=pad)
+
+
+def test_reference_filler_attention_reproduces_the_released_boolean_mask() -> None:
+    """filler_attention='reference' = a visible-pair boolean mask fed to open_clip's blocks,
+    which cast it to a +1 bias (cluster-masking spec A3.9): fillers stay visible."""
+    model = make_clip("tok").double()
+    visual = model.visual
+    images = images_for(model, batch=4, dtype=torch.float64)
+    keep, pad = _mask(4, 16, kept=9)
+    out = open_clip_masked_image_tokens(model, images, keep, pad, filler_attention="reference")
+
+    # the released mechanism, written out: embed, gather, boolean mask straight into open_clip
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(4, 1, -1), x], dim=1)
+    x = x + visual.positional_embedding
+    x = torch.cat([x[:, :1], x[:, 1:][torch.arange(4)[:, None], keep]], dim=1)
+    visible = torch.cat([torch.ones(4, 1, dtype=torch.bool), ~pad], dim=1)
+    boolean = (visible[:, :, None] & visible[:, None, :]).repeat_interleave(2, dim=0)
+    x = visual.transformer(visual.ln_pre(x), attn_mask=boolean)
+    expected = visual.ln_post(x)[:, 0] @ visual.proj
+    assert_close(out.pooled, expected, rtol=0, atol=1e-12)
+
+    # fillers leak into the embedding under the reference mask, not under the clean one
+    moved = _other_fillers(keep, pad, 16)
+    leaked = open_clip_masked_image_tokens(model, images, moved, pad, filler_attention="reference")
+    assert float((leaked.pooled[1:] - out.pooled[1:]).detach().abs().max()) > 1e-4
+    # without fillers the +1 bias is uniform per row and cancels in the softmax
+    no_fill = torch.zeros_like(pad)
+    assert_close(
+        open_clip_masked_image_tokens(
+            model, images, keep, no_fill, filler_attention="reference"
+        ).pooled,
+        open_clip_masked_image_tokens(model, images, keep, no_fill).pooled,
+        rtol=0,
+        atol=1e-10,
+    )
+    with pytest.raises(ValueError, match="filler_attention must be"):
+        open_clip_masked_image_tokens(model, images, keep, pad, filler_attention="bool")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="open_clip towers only"):
+        MaskedImageEncoder(make_timm(), filler_attention="reference")
+    encoder = MaskedImageEncoder(visual, lambda _: (keep, pad), filler_attention="reference")
+    assert_close(encoder(images).pooled, out.pooled, rtol=0, atol=0)

@@ -2,6 +2,7 @@
 
 from vlp.adapters.masked import MaskedImageEncoder, MaskFn
 from vlp.adapters.openclip import (
+    FillerAttention,
     open_clip_image_tokens,
     open_clip_masked_image_tokens,
     open_clip_pos_embed,
@@ -13,6 +14,7 @@ from vlp.adapters.tokens import DenseTokens, text_token_mask
 
 __all__ = [
     "DenseTokens",
+    "FillerAttention",
     "MaskFn",
     "MaskedImageEncoder",
     "PosInterpolation",

@@ -7,7 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vlp.adapters.openclip import open_clip_image_tokens, open_clip_masked_image_tokens
+from vlp.adapters.openclip import (
+    FillerAttention,
+    open_clip_image_tokens,
+    open_clip_masked_image_tokens,
+)
 from vlp.adapters.pos_embed import PosInterpolation
 from vlp.adapters.timm_vit import timm_vit_masked_tokens, timm_vit_tokens
 from vlp.adapters.tokens import DenseTokens
@@ -50,6 +54,8 @@ class MaskedImageEncoder(nn.Module):
             as a submodule.
         project: apply the output projection (open_clip ``proj``, timm head path).
         pos_interpolation: open_clip only, see :func:`~vlp.adapters.open_clip_image_tokens`.
+        filler_attention: open_clip only, see
+            :func:`~vlp.adapters.open_clip_masked_image_tokens`.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class MaskedImageEncoder(nn.Module):
         *,
         project: bool = True,
         pos_interpolation: PosInterpolation | None = None,
+        filler_attention: FillerAttention = "mask",
     ) -> None:
         super().__init__()
         self.kind = _model_kind(model)
@@ -66,10 +73,16 @@ class MaskedImageEncoder(nn.Module):
             raise TypeError(f"mask_fn must be callable, got {type(mask_fn).__name__}")
         if self.kind == "timm" and pos_interpolation is not None:
             raise ValueError("pos_interpolation applies to open_clip towers only; got a timm ViT")
+        if self.kind == "timm" and filler_attention != "mask":
+            raise ValueError(
+                f"filler_attention={filler_attention!r} applies to open_clip towers only; "
+                "got a timm ViT"
+            )
         self.model = model
         self.mask_fn = mask_fn
         self.project = project
         self.pos_interpolation: PosInterpolation | None = pos_interpolation
+        self.filler_attention: FillerAttention = filler_attention
 
     def forward(
         self,
@@ -109,4 +122,5 @@ class MaskedImageEncoder(nn.Module):
             key_padding_mask,
             project=self.project,
             pos_interpolation=self.pos_interpolation,
+            filler_attention=self.filler_attention,
         )

@@ -15,7 +15,7 @@ average pooling, ``final_ln_after_pool``, the CoCa-style attentional pooler, cus
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,7 +31,13 @@ from vlp.adapters.tokens import (
     text_token_mask,
 )
 
+#: How filler slots enter attention: ``"mask"`` hides them as keys (additive -inf bias);
+#: ``"reference"`` reproduces the cluster-masking release, whose mask only adds +1 to the
+#: logits of visible-visible pairs and so leaves fillers visible (spec A3.9 / A7.4).
+FillerAttention = Literal["mask", "reference"]
+
 __all__ = [
+    "FillerAttention",
     "open_clip_image_tokens",
     "open_clip_masked_image_tokens",
     "open_clip_pos_embed",
@@ -127,16 +133,30 @@ def _embed(
     return out
 
 
-def _block_attn_mask(transformer: Any, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """Expand a ``(B, S)`` key bias to the ``(B * heads, S, S)`` mask open_clip blocks take.
+def _block_attn_mask(
+    transformer: Any,
+    pad: torch.Tensor | None,
+    filler_attention: FillerAttention,
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """The ``(B * heads, S, S)`` float mask open_clip blocks take, ``S = 1 + K``.
 
     It must be a float mask: ``ResidualAttentionBlock`` casts any mask to the activation
-    dtype, which would turn a boolean mask into a +1/0 bias (cluster-masking spec, A3.9).
+    dtype, which turns a boolean mask into a +1/0 bias (cluster-masking spec, A3.9). The
+    ``"reference"`` mode builds exactly that +1 bias on purpose.
     """
-    if bias is None:
+    if pad is None:
         return None
     heads = int(transformer.resblocks[0].attn.num_heads)
-    batch, seq = bias.shape
+    batch, seq = pad.shape[0], pad.shape[1] + 1
+    if filler_attention == "reference":
+        visible = torch.cat([pad.new_ones(batch, 1), ~pad], dim=1).to(dtype)
+        pair = visible[:, :, None] * visible[:, None, :]
+        return pair.repeat_interleave(heads, dim=0)
+    bias = padding_bias(
+        pad, batch=batch, num_prefix=1, num_kept=seq - 1, dtype=dtype, device=pad.device
+    )
+    assert bias is not None
     return bias[:, None, None, :].expand(batch, heads, seq, seq).reshape(batch * heads, seq, seq)
 
 
@@ -173,7 +193,12 @@ def _encode_vision(
     masked: bool,
     project: bool,
     pos_interpolation: PosInterpolation | None,
+    filler_attention: FillerAttention = "mask",
 ) -> DenseTokens:
+    if filler_attention not in ("mask", "reference"):
+        raise ValueError(
+            f"filler_attention must be 'mask' or 'reference', got {filler_attention!r}"
+        )
     visual = _vision_tower(model)
     images = _check_images(images, visual)
     if project and visual.attn_pool is not None and visual.proj is not None:
@@ -197,15 +222,8 @@ def _encode_vision(
         # Positions were added above, so every kept token keeps its own position.
         x = torch.cat([x[:, :1], gather_patches(x[:, 1:], keep)], dim=1)
     x = visual.ln_pre(x)
-    bias = padding_bias(
-        pad,
-        batch=batch,
-        num_prefix=1,
-        num_kept=x.shape[1] - 1,
-        dtype=x.dtype,
-        device=x.device,
-    )
-    x = visual.transformer(x, attn_mask=_block_attn_mask(visual.transformer, bias))
+    attn_mask = _block_attn_mask(visual.transformer, pad, filler_attention, x.dtype)
+    x = visual.transformer(x, attn_mask=attn_mask)
     valid = None if pad is None else ~pad
 
     if visual.attn_pool is not None:
@@ -290,6 +308,7 @@ def open_clip_masked_image_tokens(
     *,
     project: bool = True,
     pos_interpolation: PosInterpolation | None = None,
+    filler_attention: FillerAttention = "mask",
 ) -> DenseTokens:
     """Encode only the kept patches of each image with an unmodified open_clip ViT.
 
@@ -310,6 +329,10 @@ def open_clip_masked_image_tokens(
             fillers.
         project: apply ``proj`` to tokens and pooled embedding.
         pos_interpolation: as in :func:`open_clip_image_tokens`.
+        filler_attention: ``"mask"`` (default) hides fillers; ``"reference"`` reproduces
+            the released cluster-masking code, whose attention mask only adds +1 to the
+            logits between non-filler tokens (CLS included), so fillers stay visible and
+            the embedding depends on them. Pooling leaves fillers out in both modes.
 
     Returns:
         :class:`DenseTokens`: ``pooled`` ``(B, D)``, ``tokens`` ``(B, K, D)`` for the kept
@@ -328,6 +351,7 @@ def open_clip_masked_image_tokens(
         masked=True,
         project=project,
         pos_interpolation=pos_interpolation,
+        filler_attention=filler_attention,
     )
 
 
