@@ -278,3 +278,25 @@ def test_reference_filler_attention_reproduces_the_released_boolean_mask() -> No
         MaskedImageEncoder(make_timm(), filler_attention="reference")
     encoder = MaskedImageEncoder(visual, lambda _: (keep, pad), filler_attention="reference")
     assert_close(encoder(images).pooled, out.pooled, rtol=0, atol=0)
+
+
+def test_gradient_checkpointing_is_honoured_and_patch_dropout_skipped() -> None:
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    keep, pad = _mask(3, 16, kept=6)
+    vit = make_timm(global_pool="avg", patch_drop_rate=0.5).train()
+    clip = make_clip("tok").train()
+    runs = []
+    for enabled in (False, True):
+        vit.set_grad_checkpointing(enabled)
+        clip.visual.set_grad_checkpointing(enabled)
+        vit.zero_grad()
+        clip.zero_grad()
+        a = timm_vit_masked_tokens(vit, images, keep, pad).pooled
+        b = open_clip_masked_image_tokens(clip, images, keep, pad).pooled
+        (a.square().sum() + b.square().sum()).backward()
+        grads = (vit.blocks[0].attn.qkv.weight.grad.clone(), clip.visual.conv1.weight.grad.clone())
+        runs.append((a.detach(), b.detach(), grads))
+    for first, second in zip(runs[0][:2] + runs[0][2], runs[1][:2] + runs[1][2]):
+        assert_close(first, second, rtol=1e-5, atol=1e-6)
+    # the model's own PatchDropout (training only) is not applied: the full grid comes back
+    assert timm_vit_tokens(vit, images).tokens.shape == (3, 16, 10)

@@ -1,10 +1,11 @@
 """Dense tokens out of unmodified timm Vision Transformers.
 
-The full-sequence path calls the model's own ``forward_features`` and ``forward_head``; the
-masked path re-runs its submodules (``patch_embed``, ``_pos_embed``, ``norm_pre``, the
-blocks with an additive key bias, ``norm``, pooling, ``fc_norm``, ``head``). Nothing in timm
-is patched. Here "projection" means timm's classifier path ``fc_norm -> head_drop -> head``
-(the identity for ``num_classes=0``), so with ``project=True`` ``pooled == model(images)``.
+Both paths re-run the model's own submodules in the order of ``forward_features`` and
+``forward_head`` (``patch_embed``, ``_pos_embed``, ``norm_pre``, the blocks, ``norm``,
+``pool``, ``fc_norm``, ``head``); the masked path gathers the kept patches after the
+positional embedding and gives the blocks an additive key bias. Nothing in timm is patched.
+Here "projection" means timm's classifier path ``fc_norm -> head_drop -> head`` (the
+identity for ``num_classes=0``), so with ``project=True`` ``pooled == model(images)``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vlp._checks import check_floating, check_shape, check_tensor
 from vlp.adapters.tokens import DenseTokens, check_keep_indices, gather_patches, padding_bias
@@ -50,10 +52,11 @@ def _project_tokens(vit: Any, tokens: torch.Tensor, project: bool) -> torch.Tens
 def timm_vit_tokens(model: nn.Module, images: torch.Tensor, *, project: bool = True) -> DenseTokens:
     """Pooled embedding and patch tokens of an unmodified timm ViT.
 
-    Patch tokens are ``forward_features`` outputs (after the final ``norm``) with the prefix
-    tokens (CLS, registers) removed. With ``project=True`` every token also goes through
-    ``fc_norm``, ``head_drop`` and ``head``, and ``pooled == model(images)``; with
-    ``project=False`` ``pooled == model.forward_head(features, pre_logits=True)``.
+    Patch tokens are what ``forward_features`` returns (after the final ``norm``) with the
+    prefix tokens (CLS, registers) removed. With ``project=True`` every token also goes
+    through ``fc_norm``, ``head_drop`` and ``head``, and ``pooled == model(images)``; with
+    ``project=False`` ``pooled == model.forward_head(features, pre_logits=True)``. The
+    model's own ``patch_drop`` (training only) is not applied: tokens cover the full grid.
     ViT: Dosovitskiy et al., ICLR 2021.
 
     Args:
@@ -69,13 +72,7 @@ def timm_vit_tokens(model: nn.Module, images: torch.Tensor, *, project: bool = T
         TypeError: if ``model`` is not a timm ViT or ``images`` is not float.
         ValueError: on a bad image shape.
     """
-    vit = _check_model(model)
-    images = _check_images(images)
-    features = vit.forward_features(images)
-    pooled = vit.forward_head(features, pre_logits=not project)
-    tokens = _project_tokens(vit, features[:, vit.num_prefix_tokens :], project)
-    mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-    return DenseTokens(pooled, tokens, mask)
+    return _encode(model, images, None, None, masked=False, project=project)
 
 
 def _masked_pool(
@@ -148,30 +145,58 @@ def timm_vit_masked_tokens(
         ValueError: on bad shapes, (CPU tensors) indices outside ``[0, L)``, or an
             unsupported attention pool.
     """
+    return _encode(model, images, keep_idx, key_padding_mask, masked=True, project=project)
+
+
+def _run_blocks(vit: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """The blocks in order, with the model's gradient-checkpointing setting honoured."""
+    use_checkpoint = bool(vit.grad_checkpointing) and torch.is_grad_enabled()
+    for block in vit.blocks:
+        if use_checkpoint:
+            x = checkpoint(block, x, attn_mask, use_reentrant=False)
+        elif attn_mask is None:
+            x = block(x)
+        else:
+            x = block(x, attn_mask=attn_mask)
+    return x
+
+
+def _encode(
+    model: nn.Module,
+    images: object,
+    keep_idx: object,
+    key_padding_mask: object,
+    *,
+    masked: bool,
+    project: bool,
+) -> DenseTokens:
     vit = _check_model(model)
     images = _check_images(images)
+    # patch embedding, prefix tokens and positions for all patches, by the model itself
     x = vit._pos_embed(vit.patch_embed(images))
     prefix = vit.num_prefix_tokens
     batch, num_patches = x.shape[0], x.shape[1] - prefix
-    keep, pad = check_keep_indices(keep_idx, key_padding_mask, batch=batch, num_patches=num_patches)
-    if keep.device != x.device:
-        raise ValueError(f"keep_idx must be on the images' device {x.device}, got {keep.device}")
-    x = torch.cat([x[:, :prefix], gather_patches(x[:, prefix:], keep)], dim=1)
+    pad: torch.Tensor | None = None
+    if masked:
+        keep, pad = check_keep_indices(
+            keep_idx, key_padding_mask, batch=batch, num_patches=num_patches
+        )
+        if keep.device != x.device:
+            raise ValueError(
+                f"keep_idx must be on the images' device {x.device}, got {keep.device}"
+            )
+        x = torch.cat([x[:, :prefix], gather_patches(x[:, prefix:], keep)], dim=1)
     x = vit.norm_pre(x)
+    kept = x.shape[1] - prefix
     bias = padding_bias(
-        pad, batch=batch, num_prefix=prefix, num_kept=keep.shape[1], dtype=x.dtype, device=x.device
+        pad, batch=batch, num_prefix=prefix, num_kept=kept, dtype=x.dtype, device=x.device
     )
-    if bias is None:
-        x = vit.blocks(x)
-    else:
-        for block in vit.blocks:
-            x = block(x, attn_mask=bias[:, None, None, :])
+    x = _run_blocks(vit, x, None if bias is None else bias[:, None, None, :])
     x = vit.norm(x)
-    if pad is None:
+    if pad is None or bias is None:
         pooled = vit.pool(x)
-        valid = torch.ones(batch, keep.shape[1], dtype=torch.bool, device=x.device)
+        valid = torch.ones(batch, kept, dtype=torch.bool, device=x.device)
     else:
-        assert bias is not None
         valid = ~pad
         pooled = _masked_pool(vit, x, bias, torch.cat([valid.new_ones(batch, prefix), valid], 1))
     pooled = vit.head_drop(vit.fc_norm(pooled))
