@@ -156,6 +156,8 @@ def test_text_tokens_custom_text_clip_with_eos_pooling() -> None:
     )
     out = open_clip_text_tokens(model, text)
     assert torch.equal(out.pooled, model.encode_text(text))
+    images = images_for(model)
+    assert torch.equal(open_clip_image_tokens(model, images).pooled, model.encode_image(images))
     assert torch.equal(out.mask[:, :5], torch.tensor([[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]]).bool())
     raw = open_clip_text_tokens(model.text, text, project=False)
     assert_close(raw.tokens[torch.arange(2), torch.tensor([3, 2])], raw.pooled, rtol=0, atol=0)
