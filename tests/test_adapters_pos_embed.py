@@ -159,3 +159,21 @@ def test_pos_embed_bad_input() -> None:
         interpolate_pos_embed(pos, 16, 0)
     with pytest.raises(ValueError, match="num_prefix_tokens"):
         interpolate_pos_embed(pos, 16, 8, num_prefix_tokens=17)
+
+
+def test_open_clip_pos_embed_bad_input() -> None:
+    model = make_clip("tok")
+    with pytest.raises(TypeError, match="image_size"):
+        open_clip_pos_embed(model, 16.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one patch"):
+        open_clip_pos_embed(model, 4)
+    with pytest.raises(TypeError, match="image tower"):
+        open_clip_pos_embed(torch.nn.Linear(2, 2), 16)
+    with pytest.raises(ValueError, match="square old grid"):
+        open_clip_pos_embed(make_clip("custom_block_nonsquare"), 16)
+    assert open_clip_pos_embed(
+        make_clip("custom_block_nonsquare"), (16, 16), rule="size"
+    ).shape == (
+        5,
+        32,
+    )

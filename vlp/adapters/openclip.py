@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vlp._checks import check_floating, check_shape, check_tensor
-from vlp.adapters.pos_embed import PosInterpolation, interpolate_pos_embed
+from vlp.adapters.pos_embed import PosInterpolation, _pair, interpolate_pos_embed
 from vlp.adapters.tokens import (
     DenseTokens,
     check_keep_indices,
@@ -95,10 +95,15 @@ def open_clip_pos_embed(
 
     Returns:
         ``(1 + g_h * g_w, width)`` float tensor.
+
+    Raises:
+        TypeError: on a model without an open_clip ViT tower or a non-integer size.
+        ValueError: on a size smaller than one patch, or ``rule="reference"`` on a tower
+            with a non-square grid.
     """
     visual = _vision_tower(model)
     pos: torch.Tensor = visual.positional_embedding
-    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    size = _pair("image_size", image_size)
     patch_h, patch_w = visual.patch_size
     grid = (size[0] // patch_h, size[1] // patch_w)
     if grid == tuple(visual.grid_size):
