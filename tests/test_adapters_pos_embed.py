@@ -15,7 +15,12 @@ from adapters_models import (
 )
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-from vlp.adapters import interpolate_pos_embed, open_clip_image_tokens, open_clip_pos_embed
+from vlp.adapters import (
+    interpolate_pos_embed,
+    open_clip_image_tokens,
+    open_clip_multi_crop_tokens,
+    open_clip_pos_embed,
+)
 from vlp.testing import assert_close
 
 
@@ -177,3 +182,23 @@ def test_open_clip_pos_embed_bad_input() -> None:
         5,
         32,
     )
+
+
+def test_multi_crop_groups_equal_resolutions() -> None:
+    model = make_clip("tok").double()
+    g = torch.Generator().manual_seed(5)
+    sizes = [32, 32, 16, 16, 16, 32]
+    views = [torch.randn(2, 3, s, s, generator=g, dtype=torch.float64) for s in sizes]
+    outs = open_clip_multi_crop_tokens(model, views)
+    assert len(outs) == len(views)
+    for view, out in zip(views, outs):
+        alone = open_clip_image_tokens(model, view, pos_interpolation="reference")
+        for got, want in zip(out, alone):
+            assert_close(got, want, rtol=0, atol=1e-12)
+    assert outs[2].tokens.shape == (2, 4, 16) and outs[0].tokens.shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="at least one tensor"):
+        open_clip_multi_crop_tokens(model, [])
+    with pytest.raises(TypeError, match="list of tensors"):
+        open_clip_multi_crop_tokens(model, views[0])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"views\[1\] must have shape"):
+        open_clip_multi_crop_tokens(model, [views[0], views[1][0]])

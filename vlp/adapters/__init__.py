@@ -5,6 +5,7 @@ from vlp.adapters.openclip import (
     FillerAttention,
     open_clip_image_tokens,
     open_clip_masked_image_tokens,
+    open_clip_multi_crop_tokens,
     open_clip_pos_embed,
     open_clip_text_tokens,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "interpolate_pos_embed",
     "open_clip_image_tokens",
     "open_clip_masked_image_tokens",
+    "open_clip_multi_crop_tokens",
     "open_clip_pos_embed",
     "open_clip_text_tokens",
     "text_token_mask",

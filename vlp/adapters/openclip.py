@@ -14,7 +14,7 @@ average pooling, ``final_ln_after_pool``, the CoCa-style attentional pooler, cus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -40,6 +40,7 @@ __all__ = [
     "FillerAttention",
     "open_clip_image_tokens",
     "open_clip_masked_image_tokens",
+    "open_clip_multi_crop_tokens",
     "open_clip_pos_embed",
     "open_clip_text_tokens",
 ]
@@ -303,6 +304,57 @@ def open_clip_image_tokens(
         project=project,
         pos_interpolation=pos_interpolation,
     )
+
+
+def open_clip_multi_crop_tokens(
+    model: nn.Module,
+    views: Sequence[torch.Tensor],
+    *,
+    project: bool = True,
+    pos_interpolation: PosInterpolation | None = "reference",
+) -> list[DenseTokens]:
+    """Encode a list of multi-crop views, one tower call per run of equal resolution.
+
+    Consecutive views of the same size are concatenated along the batch and encoded in one
+    call, then split back (DINO's multi-crop wrapper, as COSMOS uses it: Kim et al.,
+    CVPR 2025; global 224 px views in one call, local 96 px views in another). Views whose
+    grid differs from the tower's get the interpolated positional embedding.
+
+    Args:
+        model: ``open_clip.CLIP`` / ``CustomTextCLIP`` with a ViT tower, or the tower.
+        views: ``V`` float tensors ``(B_v, 3, H_v, W_v)``.
+        project: as in :func:`open_clip_image_tokens`.
+        pos_interpolation: as in :func:`open_clip_image_tokens` (default ``"reference"``).
+
+    Returns:
+        One :class:`DenseTokens` per view, in order; each equals
+        ``open_clip_image_tokens(model, views[v], ...)`` up to batching round-off.
+
+    Raises:
+        ValueError: on an empty list, or as :func:`open_clip_image_tokens`.
+        TypeError: if ``views`` is not a sequence of tensors.
+    """
+    if isinstance(views, torch.Tensor) or not isinstance(views, Sequence):
+        raise TypeError(f"views must be a list of tensors, got {type(views).__name__}")
+    if len(views) == 0:
+        raise ValueError("views must hold at least one tensor, got an empty list")
+    for index, view in enumerate(views):
+        check_shape(f"views[{index}]", check_tensor(f"views[{index}]", view), ("B", 3, "H", "W"))
+    outputs: list[DenseTokens] = []
+    start = 0
+    while start < len(views):
+        stop = start + 1
+        while stop < len(views) and views[stop].shape[2:] == views[start].shape[2:]:
+            stop += 1
+        group = list(views[start:stop])
+        encoded = open_clip_image_tokens(
+            model, torch.cat(group), project=project, pos_interpolation=pos_interpolation
+        )
+        sizes = [view.shape[0] for view in group]
+        pieces = zip(*(torch.split(part, sizes) for part in encoded), strict=True)
+        outputs.extend(DenseTokens(*piece) for piece in pieces)
+        start = stop
+    return outputs
 
 
 def open_clip_masked_image_tokens(
