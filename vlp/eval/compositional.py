@@ -38,7 +38,7 @@ def paired_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CompositionalAccuracy:
-    """Result of :func:`compositional_accuracy`.
+    """Result of [`compositional_accuracy`][vlp.eval.compositional.compositional_accuracy].
 
     Attributes:
         overall: fraction of images whose true caption beats *every* one of their
@@ -79,7 +79,8 @@ def compositional_accuracy(
             (for images with fewer negatives); masked-out scores are ignored.
 
     Returns:
-        A :class:`CompositionalAccuracy`. A type none of whose negatives exists is left out.
+        A [`CompositionalAccuracy`][vlp.eval.compositional.CompositionalAccuracy]. A type
+        none of whose negatives exists is left out.
 
     Raises:
         ValueError: on wrong shapes, empty or non-finite scores (valid entries), a

@@ -76,8 +76,8 @@ def zero_shot_accuracy(
     Args:
         image_embeddings: ``(N, D)`` floating.
         class_embeddings: ``(C, D)`` class embeddings (e.g. from
-            :func:`zero_shot_classifier`), or ``(C, P, D)`` prompt embeddings, which
-            are ensembled with :func:`zero_shot_classifier` first.
+            [`zero_shot_classifier`][vlp.eval.zero_shot.zero_shot_classifier]), or
+            ``(C, P, D)`` prompt embeddings, which are ensembled by it first.
         labels: ``(N,)`` integer true class of each image, in ``[0, C)``.
         ks: the cut-offs ``k``.
 

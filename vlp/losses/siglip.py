@@ -204,19 +204,21 @@ def siglip_loss(
 
 
 class SigLipLoss(nn.Module):
-    """:func:`siglip_loss` with a learnable scale and bias (Zhai et al. 2023, Algorithm 1).
+    """SigLIP loss with a learnable scale and bias (Zhai et al. 2023, Algorithm 1).
 
-    The scale is a :class:`~vlp.heads.LogitScale` initialised to 10 (``log 10`` as its
-    parameter) and the bias a scalar parameter initialised to -10, as in SigLIP.
-    ``forward`` never mutates them; call :meth:`clamp_` after the optimiser step to
-    keep the scale in ``[1, max_scale]``.
+    Calls [`siglip_loss`][vlp.losses.siglip.siglip_loss] with its own parameters.
+
+    The scale is a [`LogitScale`][vlp.heads.logit_scale.LogitScale] initialised to 10
+    (its parameter to ``log 10``) and the bias a scalar parameter initialised to -10,
+    as in SigLIP. ``forward`` never mutates them; call `clamp_()` after the optimiser
+    step to keep the scale in ``[1, max_scale]``.
 
     Args:
         init_scale: initial logit scale (the multiplier).
         init_bias: initial logit bias.
-        max_scale: upper bound applied by :meth:`clamp_`.
+        max_scale: upper bound applied by `clamp_()`.
         learnable: whether scale and bias are trained parameters.
-        chunk_size: see :func:`siglip_loss`.
+        chunk_size: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
         group: process group used for gathering; ``None`` means the default group.
         device: device of the parameters.
         dtype: dtype of the parameters.
@@ -262,7 +264,8 @@ class SigLipLoss(nn.Module):
             text_features: ``(N, D)`` text embeddings paired row by row.
 
         Returns:
-            Scalar loss (see :func:`siglip_loss` for its distributed value).
+            Scalar loss (see [`siglip_loss`][vlp.losses.siglip.siglip_loss] for its
+            distributed value).
         """
         return siglip_loss(
             image_features,
