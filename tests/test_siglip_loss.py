@@ -6,13 +6,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from _gloo_cases import LOSS_CASES, Towers, gloo_results, loss_batch, loss_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vlp.losses import SigLipLoss, siglip_loss
-from vlp.testing import assert_close, run_distributed
+from vlp.testing import assert_close
 
 F64 = torch.float64
 
@@ -190,64 +190,19 @@ def test_module() -> None:
 # ----------------------------------------------------------------------------------------
 # Two gloo processes under DDP against one process on the concatenated batch.
 
-SIZES = (3, 5)
+SIGLIP_CASES = [i for i, (name, _) in enumerate(LOSS_CASES) if name == "siglip"]
 
 
-class _Towers(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.image = nn.Linear(6, 4, dtype=F64)
-        self.text = nn.Linear(5, 4, dtype=F64)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.image(x), self.text(t)
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    n = sum(SIZES)
-    return torch.randn(n, 6, generator=g, dtype=F64), torch.randn(n, 5, generator=g, dtype=F64)
-
-
-def _step(model: nn.Module, x: torch.Tensor, t: torch.Tensor, chunk: int | None) -> dict[str, Any]:
-    model.zero_grad()
-    # Scale and bias live outside DDP, like a SigLipLoss module next to the model.
-    log_scale = torch.tensor(math.log(5.0), dtype=F64, requires_grad=True)
-    bias = torch.tensor(-2.0, dtype=F64, requires_grad=True)
-    image, text = model(x, t)
-    loss = siglip_loss(image, text, log_scale.exp(), bias, chunk_size=chunk)
-    loss.backward()
-    grads = {name.removeprefix("module."): p.grad.clone() for name, p in model.named_parameters()}
-    return {"loss": loss.detach(), "grads": grads, "scale": log_scale.grad, "bias": bias.grad}
-
-
-CHUNKS = (None, 2)
-
-
-def _ddp_worker(rank: int, world: int) -> list[dict[str, Any]]:
-    x, t = _batch()
-    start = sum(SIZES[:rank])
-    rows = slice(start, start + SIZES[rank])
-    model = nn.parallel.DistributedDataParallel(_Towers())
-    return [_step(model, x[rows], t[rows], chunk) for chunk in CHUNKS]
-
-
-@pytest.fixture(scope="module")
-def ddp_results() -> list[list[dict[str, Any]]]:
-    return run_distributed(_ddp_worker)
-
-
-@pytest.mark.parametrize("index", range(len(CHUNKS)))
-def test_two_process_ddp_matches_single_process(
-    ddp_results: list[list[dict[str, Any]]], index: int
-) -> None:
-    x, t = _batch()
-    single = _step(_Towers(), x, t, CHUNKS[index])
-    per_rank = [r[index] for r in ddp_results]
+@pytest.mark.parametrize("index", SIGLIP_CASES)
+def test_two_process_ddp_matches_single_process(index: int) -> None:
+    # Ranks hold 4 and 5 pairs; the model is DDP-wrapped, scale and bias live outside it.
+    name, config = LOSS_CASES[index]
+    x, t, ids = loss_batch()
+    single = loss_step(Towers(), x, t, ids, name, config)
+    per_rank = [r["losses"][index] for r in gloo_results()]
     assert_close(torch.stack([r["loss"] for r in per_rank]).mean(), single["loss"])
     for r in per_rank:
-        for name, want in single["grads"].items():
-            assert_close(r["grads"][name], want, msg=name)
+        for param, want in single["grads"].items():
+            assert_close(r["grads"][param], want, msg=param)
         assert_close(r["scale"], single["scale"], msg="logit scale gradient")
         assert_close(r["bias"], single["bias"], msg="logit bias gradient")
