@@ -101,6 +101,7 @@ LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("clip", {"local_loss": True, "gather_with_grad": False}),
     ("siglip", {"chunk_size": None}),
     ("siglip", {"chunk_size": 2}),
+    ("siglip", {"chunk_size": 3, "sample_ids": True}),
 ]
 
 
@@ -142,9 +143,9 @@ def loss_step(
     bias = torch.tensor(-2.0, dtype=F64, requires_grad=True)
     image, text = model(x, t)
     kwargs = dict(config)
+    if kwargs.pop("sample_ids", False):
+        kwargs["sample_ids"] = ids
     if name == "clip":
-        if kwargs.pop("sample_ids", False):
-            kwargs["sample_ids"] = ids
         loss = clip_loss(image, text, log_scale.exp(), **kwargs)
     else:
         loss = siglip_loss(image, text, log_scale.exp(), bias, **kwargs)

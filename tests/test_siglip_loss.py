@@ -87,6 +87,43 @@ def test_chunked_equals_unchunked(n: int, chunk: int) -> None:
         assert_close(got, want)
 
 
+def _multi_positive_reference(
+    image: torch.Tensor, text: torch.Tensor, scale: float, bias: float, ids: list[int]
+) -> torch.Tensor:
+    image = image / image.norm(dim=1, keepdim=True)
+    text = text / text.norm(dim=1, keepdim=True)
+    n = len(ids)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            z = scale * float(torch.dot(image[i], text[j])) + bias
+            y = 1.0 if ids[i] == ids[j] else -1.0
+            total += math.log1p(math.exp(-y * z))  # -log sigmoid(y z)
+    return torch.tensor(total / n, dtype=image.dtype)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_sample_ids_match_hand_written_reference(chunk: int | None) -> None:
+    ids = [4, 7, 4, 1, 7, 7, 9]
+    image, text = _features(len(ids), 5, seed=11)
+    got = siglip_loss(image, text, 6.0, -3.0, chunk_size=chunk, sample_ids=torch.tensor(ids))
+    assert_close(got, _multi_positive_reference(image, text, 6.0, -3.0, ids))
+    distinct = torch.tensor([3, 1, 4, 0, 5, 9, 2])
+    assert_close(
+        siglip_loss(image, text, 6.0, -3.0, chunk_size=chunk, sample_ids=distinct),
+        siglip_loss(image, text, 6.0, -3.0),
+    )
+
+
+def test_sample_ids_chunked_gradients() -> None:
+    inputs = _leaves(9, 4, seed=12, scale=7.0, bias=-2.0)
+    ids = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4])
+    full = siglip_loss(*inputs, sample_ids=ids)
+    chunked = siglip_loss(*inputs, sample_ids=ids, chunk_size=4)
+    for got, want in zip(torch.autograd.grad(chunked, inputs), torch.autograd.grad(full, inputs)):
+        assert_close(got, want)
+
+
 @pytest.mark.parametrize("chunk", [None, 2])
 def test_gradcheck(chunk: int | None) -> None:
     inputs = _leaves(5, 3, seed=1, scale=2.5, bias=-1.5)
@@ -159,6 +196,18 @@ def test_double_backward_of_chunked_path_is_refused() -> None:
         ((torch.randn(4, 3).half(), torch.randn(4, 3), 1.0, 0.0), {}, TypeError, "same dtype"),
         ((torch.randn(4, 3), torch.randn(4, 3), 1.0, 0.0), {"chunk_size": 0}, ValueError, ">= 1"),
         ((torch.randn(4, 3), torch.randn(4, 3), 1.0, 0.0), {"chunk_size": 2.0}, TypeError, "int"),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3), 1.0, 0.0),
+            {"sample_ids": torch.zeros(3, dtype=torch.long)},
+            ValueError,
+            r"sample_ids must have shape \(4,\)",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3), 1.0, 0.0),
+            {"sample_ids": torch.zeros(4)},
+            TypeError,
+            "integer dtype",
+        ),
     ],
 )
 def test_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any], error: type, match: str) -> None:

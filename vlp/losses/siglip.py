@@ -14,6 +14,7 @@ from torch import nn
 
 from vlp.distributed import (
     ProcessGroup,
+    all_gather_no_grad,
     all_gather_sizes,
     all_gather_with_grad,
     average_gradient,
@@ -21,15 +22,26 @@ from vlp.distributed import (
     get_world_size,
 )
 from vlp.heads.logit_scale import LogitScale
-from vlp.losses._contrastive import as_scalar, check_pair, logits_dtype
+from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
 
 __all__ = ["SigLipLoss", "siglip_loss"]
 
 
-def _chunk_signs(
-    rows: int, offset: int, start: int, stop: int, device: torch.device
+def _positives(
+    rows: int,
+    offset: int,
+    start: int,
+    stop: int,
+    row_ids: torch.Tensor | None,
+    column_ids: torch.Tensor | None,
+    device: torch.device,
 ) -> torch.Tensor:
-    """``(rows, stop - start)`` bool mask of the positives: row ``i`` owns column ``offset + i``."""
+    """``(rows, stop - start)`` bool mask of the positive pairs among columns ``start:stop``.
+
+    Without ids, row ``i`` owns column ``offset + i``; with ids, equal ids are positives.
+    """
+    if row_ids is not None and column_ids is not None:
+        return row_ids[:, None] == column_ids[None, start:stop]
     cols = torch.arange(start, stop, device=device)
     return cols[None, :] == (offset + torch.arange(rows, device=device))[:, None]
 
@@ -50,9 +62,12 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
         bias: torch.Tensor,
         offset: int,
         chunk_size: int,
+        row_ids: torch.Tensor | None,
+        column_ids: torch.Tensor | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(image, text, scale, bias)
         ctx.offset, ctx.chunk_size = offset, chunk_size
+        ctx.row_ids, ctx.column_ids = row_ids, column_ids
         dtype = logits_dtype(image.dtype)
         img = image.to(dtype)
         s, b = scale.to(dtype), bias.to(dtype)
@@ -60,7 +75,9 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
         for start in range(0, text.shape[0], chunk_size):
             stop = min(start + chunk_size, text.shape[0])
             logits = s * (img @ text[start:stop].to(dtype).T) + b
-            positive = _chunk_signs(img.shape[0], offset, start, stop, img.device)
+            positive = _positives(
+                img.shape[0], offset, start, stop, row_ids, column_ids, img.device
+            )
             total = total - F.logsigmoid(torch.where(positive, logits, -logits)).sum()
         return total
 
@@ -72,6 +89,8 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
         torch.Tensor | None,
         torch.Tensor | None,
         torch.Tensor | None,
+        None,
+        None,
         None,
         None,
     ]:
@@ -92,7 +111,9 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
             stop = min(start + ctx.chunk_size, text.shape[0])
             txt = text[start:stop].to(dtype)
             sim = img @ txt.T
-            positive = _chunk_signs(img.shape[0], ctx.offset, start, stop, img.device)
+            positive = _positives(
+                img.shape[0], ctx.offset, start, stop, ctx.row_ids, ctx.column_ids, img.device
+            )
             # d softplus(-y z) / dz = sigmoid(z) - [y = +1]
             dz = g * (torch.sigmoid(s * sim + b) - positive.to(dtype))
             grad_image += s * (dz @ txt)
@@ -107,6 +128,8 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
             grad_bias.to(bias.dtype) if need[3] else None,
             None,
             None,
+            None,
+            None,
         )
 
 
@@ -117,6 +140,7 @@ def siglip_loss(
     logit_bias: float | torch.Tensor,
     *,
     chunk_size: int | None = None,
+    sample_ids: torch.Tensor | None = None,
     group: ProcessGroup | None = None,
 ) -> torch.Tensor:
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al. 2023, eq. 1), normalised as open_clip's.
@@ -127,6 +151,9 @@ def siglip_loss(
     pair and divides by the batch size, exactly as ``open_clip.loss.SigLipLoss``:
 
     $$\mathcal{L} = -\frac1N \sum_{i,j} \log \sigma(y_{ij} z_{ij}).$$
+
+    With ``sample_ids``, ``y_ij = +1`` for every pair with equal ids (several captions
+    of one image), ``-1`` otherwise; distinct ids give the loss above.
 
     **Chunking.** With ``chunk_size=c`` the text columns are processed ``c`` at a
     time by a custom autograd function whose forward and backward both recompute one
@@ -155,6 +182,8 @@ def siglip_loss(
         logit_bias: scalar added to every logit (SigLIP initialises it to -10).
         chunk_size: number of text columns per block, or ``None`` to form the whole
             logit matrix with plain autograd.
+        sample_ids: optional ``(N,)`` integer tensor; equal ids are positives. Ids are
+            compared across ranks, so make them globally unique per sample.
         group: process group; ``None`` means the default group if one is initialised.
 
     Returns:
@@ -164,7 +193,8 @@ def siglip_loss(
         ValueError: on mismatched or non-2-D shapes, an empty batch, NaN/inf features
             (checked on CPU tensors), a non-positive ``logit_scale``, a non-finite
             ``logit_bias`` or a ``chunk_size`` below 1.
-        TypeError: on non-floating or differing feature dtypes, or a non-int ``chunk_size``.
+        TypeError: on non-floating or differing feature dtypes, a non-int ``chunk_size``
+            or non-integer ``sample_ids``.
     """
     check_pair(image_features, text_features)
     scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
@@ -174,6 +204,8 @@ def siglip_loss(
             raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if sample_ids is not None:
+        check_sample_ids(sample_ids, image_features.shape[0], image_features)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
@@ -182,23 +214,23 @@ def siglip_loss(
         sizes = all_gather_sizes(text, group)
         offset = sum(sizes[: get_rank(group)])
         all_text = all_gather_with_grad(text, group, sizes=sizes)
+        all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
         scale = average_gradient(scale, group)
         bias = average_gradient(bias, group)
     else:
-        offset, all_text = 0, text
+        offset, all_text, all_ids = 0, text, sample_ids
     weight = world / all_text.shape[0]
 
     if chunk_size is None:
         dtype = logits_dtype(image.dtype)
         logits = scale * (image @ all_text.T).to(dtype) + bias
-        n = image.shape[0]
-        labels = -torch.ones_like(logits)
-        labels[
-            torch.arange(n, device=image.device), offset + torch.arange(n, device=image.device)
-        ] = 1
-        total = -F.logsigmoid(labels * logits).sum()
+        n, m = logits.shape
+        positive = _positives(n, offset, 0, m, sample_ids, all_ids, image.device)
+        total = -F.logsigmoid(torch.where(positive, logits, -logits)).sum()
     else:
-        total = _ChunkedSigmoidLoss.apply(image, all_text, scale, bias, offset, chunk_size)  # type: ignore[no-untyped-call]
+        total = _ChunkedSigmoidLoss.apply(  # type: ignore[no-untyped-call]
+            image, all_text, scale, bias, offset, chunk_size, sample_ids, all_ids
+        )
     loss: torch.Tensor = weight * total
     return loss
 
@@ -256,12 +288,19 @@ class SigLipLoss(nn.Module):
         self.chunk_size = chunk_size
         self.group = group
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        *,
+        sample_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Compute the loss.
 
         Args:
             image_features: ``(N, D)`` floating image embeddings.
             text_features: ``(N, D)`` text embeddings paired row by row.
+            sample_ids: optional ``(N,)`` integer ids; equal ids are positives.
 
         Returns:
             Scalar loss (see [`siglip_loss`][vlp.losses.siglip.siglip_loss] for its
@@ -273,6 +312,7 @@ class SigLipLoss(nn.Module):
             self.logit_scale(),
             self.logit_bias,
             chunk_size=self.chunk_size,
+            sample_ids=sample_ids,
             group=self.group,
         )
 
