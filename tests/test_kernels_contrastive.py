@@ -144,3 +144,10 @@ def test_triton_rejects_float64_explicitly():
     a = torch.randn(3, 2, dtype=torch.float64)
     with pytest.raises(TypeError, match="float64"):
         tiled_logsumexp(a, a, 1.0, backend="triton")
+
+
+def test_double_backward_is_refused():
+    a, b, s, bias = make(4, 3, 2, torch.float64)
+    for out in (tiled_logsumexp(a, b, s, bias), tiled_sigmoid_loss(a, b, s, bias)):
+        with pytest.raises(RuntimeError, match="first-order gradients only"):
+            torch.autograd.grad(out, a, create_graph=True)

@@ -57,6 +57,17 @@ def _validate(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
+def _first_order_only(op: str) -> None:
+    # The backward passes replay saved statistics (log-sum-exps, or gradients computed in
+    # the forward), which carry no graph: a second derivative would be silently wrong.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{op} (the chunk_size / Triton path of the contrastive losses) supports "
+            "first-order gradients only; use chunk_size=None for higher-order gradients "
+            "(create_graph=True)"
+        )
+
+
 def _chunks(m: int, chunk_size: int) -> range:
     return range(0, m, chunk_size)
 
@@ -149,6 +160,7 @@ class _TiledLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _first_order_only("tiled_logsumexp")
         a, b, scale, bias, lse_row, lse_col = ctx.saved_tensors
         row_w, col_w = ctx.weights
         if ctx.use_triton:
@@ -307,6 +319,7 @@ class _TiledSigmoid(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _first_order_only("tiled_sigmoid_loss")
         grad_a, grad_b, dot_sum, g_sum, scale = ctx.saved_tensors
         a_dt, b_dt, s_dt, bias_dt = ctx.dtypes
         s_shape, b_shape = ctx.shapes

@@ -31,13 +31,13 @@ __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
 
 
 class ClipLossOutput(NamedTuple):
-    """What :func:`clip_loss` returns with ``return_details=True``.
+    """What [`clip_loss`][vlp.losses.clip.clip_loss] returns with ``return_details=True``.
 
     ``R`` is the number of rows this rank computed (its local batch with
     ``local_loss=True``, the global batch otherwise) and ``M`` the global batch.
 
     Attributes:
-        loss: scalar, the value :func:`clip_loss` returns.
+        loss: scalar, the value [`clip_loss`][vlp.losses.clip.clip_loss] returns.
         loss_image_to_text: scalar, the image-to-text half (same weighting as ``loss``).
         loss_text_to_image: scalar, the text-to-image half.
         logits_per_image: ``(R, M)``, image rows against every text (scaled, biased).
@@ -162,18 +162,18 @@ def clip_loss(
         local_loss: compute only this rank's rows (see above).
         gather_with_grad: gather other ranks' features with gradient (see above).
         group: process group; ``None`` means the default group if one is initialised.
-        return_details: return a :class:`ClipLossOutput` instead of the scalar (dense
-            path only: the tiled path never forms the logits).
+        return_details: return a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput]
+            instead of the scalar (dense path only: the tiled path never forms the logits).
         chunk_size: take the memory-efficient tiled path, which never forms the
-            ``R x M`` logits (:func:`vlp.kernels.contrastive.tiled_logsumexp`): the torch
+            ``R x M`` logits ([`tiled_logsumexp`][vlp.kernels.contrastive.tiled_logsumexp]): the torch
             path walks column chunks of this size, the Triton path tiles in SRAM. Same
             value and gradients as the dense path, every option included.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path (see
-            :mod:`vlp.kernels`); ``"triton"`` selects the tiled path even without
+            [`vlp.kernels`][vlp.kernels]); ``"triton"`` selects the tiled path even without
             ``chunk_size``. The dense path (the default) is plain torch.
 
     Returns:
-        A scalar tensor (float32 or wider), or a :class:`ClipLossOutput`.
+        A scalar tensor (float32 or wider), or a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput].
 
     Raises:
         ValueError: on mismatched or non-2-D shapes, an empty batch, NaN/inf features
@@ -343,19 +343,22 @@ def _tiled_clip_loss(
 
 
 class ClipLoss(nn.Module):
-    """:func:`clip_loss` with a learnable temperature (a :class:`~vlp.heads.LogitScale`).
+    """CLIP loss with a learnable temperature (Radford et al., 2021, section 2.5).
+
+    Calls [`clip_loss`][vlp.losses.clip.clip_loss] with the scale of a
+    [`LogitScale`][vlp.heads.logit_scale.LogitScale].
 
     The scale starts at ``init_scale`` (1/0.07) and is clamped to
-    ``[1, max_scale]`` only when you call :meth:`clamp_` after the optimiser step;
+    ``[1, max_scale]`` only when you call `clamp_()` after the optimiser step;
     ``forward`` never mutates it (Radford et al., 2021, section 2.5).
 
     Args:
         init_scale: initial logit scale (the multiplier).
-        max_scale: upper bound applied by :meth:`clamp_`.
+        max_scale: upper bound applied by `clamp_()`.
         learnable_scale: whether the scale is a trained parameter.
-        label_smoothing: see :func:`clip_loss`.
-        local_loss: see :func:`clip_loss`.
-        gather_with_grad: see :func:`clip_loss`.
+        label_smoothing: see [`clip_loss`][vlp.losses.clip.clip_loss].
+        local_loss: see [`clip_loss`][vlp.losses.clip.clip_loss].
+        gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
         group: process group used for gathering; ``None`` means the default group.
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
@@ -406,7 +409,7 @@ class ClipLoss(nn.Module):
             sample_ids: optional ``(N,)`` integer ids; equal ids are positives.
 
         Returns:
-            Scalar loss (see :func:`clip_loss` for its distributed value).
+            Scalar loss (see [`clip_loss`][vlp.losses.clip.clip_loss] for its distributed value).
         """
         return clip_loss(
             image_features,
