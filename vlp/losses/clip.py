@@ -165,7 +165,8 @@ def clip_loss(
         return_details: return a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput]
             instead of the scalar (dense path only: the tiled path never forms the logits).
         chunk_size: take the memory-efficient tiled path, which never forms the
-            ``R x M`` logits ([`tiled_logsumexp`][vlp.kernels.contrastive.tiled_logsumexp]): the torch
+            ``R x M`` logits
+            ([`tiled_logsumexp`][vlp.kernels.contrastive.tiled_logsumexp]): the torch
             path walks column chunks of this size, the Triton path tiles in SRAM. Same
             value and gradients as the dense path, every option included.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path (see
