@@ -19,6 +19,7 @@ tiled log-sum-exp; SigLIP (Zhai et al., 2023, Eq. 1) for the sigmoid loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,6 +78,13 @@ def _chunks(m: int, chunk_size: int) -> range:
 # ----------------------------------------------------------------------------------------
 
 
+def _logits_chunk(
+    a_scaled: torch.Tensor, b: torch.Tensor, bias: torch.Tensor, acc: torch.dtype
+) -> torch.Tensor:
+    # scale is folded into the rows and the bias into the matmul: no extra pass.
+    return torch.addmm(bias.reshape(1, 1), a_scaled, b.to(acc).T)
+
+
 def _torch_lse_forward(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -87,11 +95,12 @@ def _torch_lse_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     acc = _acc_dtype(a.dtype)
     n, m = a.shape[0], b.shape[0]
-    a_ = a.to(acc)
+    a_scaled = a.to(acc) * scale.to(acc)
+    bias_ = bias.to(acc)
     row = torch.full((n,), float("-inf"), dtype=acc, device=a.device)
     col = torch.empty((m if with_cols else 0,), dtype=acc, device=a.device)
     for j in _chunks(m, chunk):
-        s = (a_ @ b[j : j + chunk].to(acc).T).mul_(scale.to(acc)).add_(bias.to(acc))
+        s = _logits_chunk(a_scaled, b[j : j + chunk], bias_, acc)
         row = torch.logaddexp(row, torch.logsumexp(s, dim=1))
         if with_cols:
             col[j : j + chunk] = torch.logsumexp(s, dim=0)
@@ -111,23 +120,25 @@ def _torch_lse_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     acc = lse_row.dtype
     a_ = a.to(acc)
+    sc, bi = scale.to(acc), bias.to(acc)
+    a_scaled = a_ * sc
     grad_a = torch.zeros_like(a_)
     grad_b = torch.empty((b.shape[0], b.shape[1]), dtype=acc, device=b.device)
-    dot_sum = torch.zeros((), dtype=acc, device=a.device)
-    sc, bi = scale.to(acc), bias.to(acc)
+    # dS_ij = w_r softmax_row(S)_ij + w_c softmax_col(S)_ij; the weights are folded into
+    # the shifts (w exp(x) = exp(x + log w)) so each direction costs a subtract and an
+    # exp, and at most three chunk-sized matrices are alive at once.
+    row_shift = (lse_row - math.log(row_weight))[:, None] if row_weight else None
+    col_shift = (lse_col - math.log(col_weight)) if col_weight else None
     for j in _chunks(b.shape[0], chunk):
         b_ = b[j : j + chunk].to(acc)
-        raw = a_ @ b_.T
-        # dS_ij = w_r softmax_row(S)_ij + w_c softmax_col(S)_ij, built in place so that
-        # at most three chunk-sized matrices are alive at once.
-        ds = (raw * sc).add_(bi).sub_(lse_row[:, None]).exp_().mul_(row_weight)
-        if col_weight != 0.0:
-            col = (raw * sc).add_(bi).sub_(lse_col[j : j + chunk][None, :])
-            ds.add_(col.exp_().mul_(col_weight))
-            del col
+        s = _logits_chunk(a_scaled, b_, bi, acc)
+        ds = torch.zeros_like(s) if row_shift is None else torch.sub(s, row_shift).exp_()
+        if col_shift is not None:
+            ds.add_(torch.sub(s, col_shift[None, j : j + chunk]).exp_())
         grad_a.addmm_(ds, b_)
         torch.mm(ds.T, a_, out=grad_b[j : j + chunk])
-        dot_sum += torch.dot(ds.reshape(-1), raw.reshape(-1))
+    # sum_ij dS_ij <a_i, b_j> = sum_i <a_i, (dS b)_i>: O(N D), no extra pass over dS.
+    dot_sum = torch.dot(a_.reshape(-1), grad_a.reshape(-1))
     return grad_a, grad_b, dot_sum
 
 
@@ -249,10 +260,6 @@ def tiled_logsumexp(
 # ----------------------------------------------------------------------------------------
 
 
-def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.logsigmoid(x)
-
-
 def _torch_sigmoid_forward(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -265,24 +272,27 @@ def _torch_sigmoid_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     acc = _acc_dtype(a.dtype)
     a_ = a.to(acc)
-    sc, bi = scale.to(acc), bias.to(acc)
+    bi = bias.to(acc)
+    a_scaled = a_ * scale.to(acc)
     loss = torch.zeros((), dtype=acc, device=a.device)
     grad_a = torch.zeros_like(a_)
     grad_b = torch.empty(b.shape, dtype=acc, device=b.device)
-    dot_sum = torch.zeros((), dtype=acc, device=a.device)
     g_sum = torch.zeros((), dtype=acc, device=a.device)
     for j in _chunks(b.shape[0], chunk):
         b_ = b[j : j + chunk].to(acc)
-        raw = a_ @ b_.T
-        z = (row_ids[:, None] == col_ids[None, j : j + chunk]).to(acc) * 2 - 1
-        x = z * (raw * sc + bi)
-        loss -= _log_sigmoid(x).sum()
-        # d/dlogit of -log sigmoid(z * logit) = -z * sigmoid(-z * logit)
-        g = -z * torch.sigmoid(-x)
+        s = _logits_chunk(a_scaled, b_, bi, acc)
+        pos = (row_ids[:, None] == col_ids[None, j : j + chunk]).to(acc)
+        # -log sigmoid(z s) = softplus(s) - [z = +1] s, and its derivative in s is
+        # sigmoid(s) - [z = +1]: the gradient comes with the forward pass.
+        # softplus(s) as -logsigmoid(-s): exact (softplus drops log1p(exp(-s)) above 20)
+        softplus = torch.nn.functional.logsigmoid(s.neg()).sum().neg()
+        loss += softplus - torch.dot(s.reshape(-1), pos.reshape(-1))
+        g = torch.sigmoid(s).sub_(pos)
+        del s, pos
         grad_a.addmm_(g, b_)
-        grad_b[j : j + chunk] = g.T @ a_
-        dot_sum += (g * raw).sum()
+        torch.mm(g.T, a_, out=grad_b[j : j + chunk])
         g_sum += g.sum()
+    dot_sum = torch.dot(a_.reshape(-1), grad_a.reshape(-1))
     w = weight
     return loss * w, grad_a * w, grad_b * w, dot_sum * w, g_sum * w
 

@@ -316,7 +316,7 @@ def _tiled_clip_loss(
 ) -> torch.Tensor:
     # CE of a row = logsumexp(row) - sum_j y_ij z_ij; the first term is tiled, the second
     # is linear in the logits and costs O(M D).
-    if local_loss:
+    if local_loss and row_image.shape[0] != all_image.shape[0]:
         lse = tiled_logsumexp(
             row_image, all_text, scale, bias, row_weight=weight, chunk_size=chunk_size,
             backend=backend,
@@ -325,7 +325,9 @@ def _tiled_clip_loss(
             backend=backend,
         )  # fmt: skip
     else:
-        # The column log-sum-exps of image @ text.T are the text-to-image rows.
+        # Every row is local (no process group, or local_loss=False): one pass gives both
+        # directions, since the column log-sum-exps of image @ text.T are the
+        # text-to-image rows.
         lse = tiled_logsumexp(
             all_image, all_text, scale, bias, row_weight=weight, col_weight=weight,
             chunk_size=chunk_size, backend=backend,
