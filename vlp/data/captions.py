@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -174,7 +174,11 @@ class Caption:
             direction = DIRECTION_PHRASES[self.relation]
             return f"{listing} {direction}" if t == 0 else f"{direction}, {listing}"
         if self.kind == "position":
-            return f"{p[0]} in the {self.position}" if t == 0 else f"there is {p[0]} in the {self.position}"
+            return (
+                f"{p[0]} in the {self.position}"
+                if t == 0
+                else f"there is {p[0]} in the {self.position}"
+            )
         raise ValueError(f"kind must be one of {CAPTION_KINDS}, got {self.kind!r}")
 
 
@@ -309,10 +313,10 @@ def _with_phrase(caption: Caption, i: int, phrase: NounPhrase) -> Caption:
     return replace(caption, phrases=tuple(phrases))
 
 
-def _edits(caption: Caption, kind: str) -> list[tuple[int, str, object]]:
+def _edits(caption: Caption, kind: str) -> list[tuple[int, str, Any]]:
     """Candidate edits of one type, as ``(phrase index, field, new value)`` triples."""
     ph = caption.phrases
-    out: list[tuple[int, str, object]] = []
+    out: list[tuple[int, str, Any]] = []
     if kind == "attribute_swap":
         for i in range(len(ph)):
             for j in range(i + 1, len(ph)):
@@ -342,7 +346,7 @@ def _edits(caption: Caption, kind: str) -> list[tuple[int, str, object]]:
     return out
 
 
-def _apply(caption: Caption, kind: str, edit: tuple[int, str, object]) -> Caption:
+def _apply(caption: Caption, kind: str, edit: tuple[int, str, Any]) -> Caption:
     i, field, value = edit
     if i < 0:
         return replace(caption, **{field: value})
@@ -422,7 +426,8 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> str:
     """
     n = len(scene.objects)
     if rng.random() < 0.5:
-        count = f"There {'is' if n == 1 else 'are'} {COUNT_WORDS[n]} object{'s' * (n > 1)} in the image."
+        verb, noun = ("is", "object") if n == 1 else ("are", "objects")
+        count = f"There {verb} {COUNT_WORDS[n]} {noun} in the image."
     else:
         count = f"The image shows {COUNT_WORDS[n]} shape{'s' * (n > 1)}."
     sentences = [count]

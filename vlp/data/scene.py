@@ -309,7 +309,9 @@ def sample_scene(
 
 
 @functools.lru_cache(maxsize=512)
-def _masks(shape: str, px: int, texture: str) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+def _masks(
+    shape: str, px: int, texture: str
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Fill mask and shaded-texture mask of one object, each (px, px) bool."""
     c = (np.arange(px) + 0.5) / px * 2 - 1  # pixel centres in [-1, 1]
     v, u = np.meshgrid(c, c, indexing="ij")  # v grows downwards

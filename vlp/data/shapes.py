@@ -295,7 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_captions=args.num_captions,
     )
     paths = write_shards(
-        dataset, args.out, shard_size=args.shard_size, image_format=args.format
+        (dataset[i] for i in range(len(dataset))),
+        args.out,
+        shard_size=args.shard_size,
+        image_format=args.format,
+        prefix=f"shapes-{args.split}",
     )
     print(f"wrote {args.num} {args.split} samples to {len(paths)} shard(s) in {args.out}")
     return 0

@@ -102,7 +102,8 @@ def decode_shapes_sample(item: tuple[np.ndarray, dict[str, Any]]) -> dict[str, A
     """
     image, meta = item
     sample = dict(meta)
-    sample["image"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    pixels = np.array(image, dtype=np.uint8, copy=True)
+    sample["image"] = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
     return sample
 
 
