@@ -15,11 +15,10 @@ SugarCrepe (Hsieh et al., NeurIPS 2023) plus a count change.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-
-import numpy as np
 
 from vlp.data.scene import COLOURS, PLURALS, POSITIONS, SHAPES, SIZES, TEXTURES, Scene, ShapeObject
 
@@ -237,7 +236,7 @@ def caption_holds(caption: Caption, scene: Scene) -> bool:
     raise ValueError(f"kind must be one of {CAPTION_KINDS}, got {caption.kind!r}")
 
 
-def _phrases(scene: Scene, rng: np.random.Generator, attribute_prob: float) -> list[NounPhrase]:
+def _phrases(scene: Scene, rng: random.Random, attribute_prob: float) -> list[NounPhrase]:
     out = []
     for g in scene.groups():
         o = g[0]
@@ -249,7 +248,7 @@ def _phrases(scene: Scene, rng: np.random.Generator, attribute_prob: float) -> l
 
 def short_caption(
     scene: Scene,
-    rng: np.random.Generator,
+    rng: random.Random,
     *,
     relational: bool = False,
     focus: tuple[str, str] | None = None,
@@ -263,7 +262,7 @@ def short_caption(
 
     Args:
         scene: the scene to caption.
-        rng: the numpy generator all randomness is drawn from.
+        rng: the generator all randomness is drawn from.
         relational: force a ``relation`` or ``sequence`` caption (multi-object scenes).
         focus: a ``(colour, shape)`` pair that a relational caption must mention.
         attribute_prob: probability of mentioning each of size and texture.
@@ -284,20 +283,20 @@ def short_caption(
     can_sequence = n >= 2 and all(p.count == 1 for p in phrases)
     if n >= 2 and (relational or rng.random() < 0.75) and (pairs or can_sequence):
         if pairs and (not can_sequence or rng.random() < 0.7):
-            i, j, rel = pairs[int(rng.integers(len(pairs)))]
-            t = int(rng.integers(_TEMPLATES["relation"]))
+            i, j, rel = pairs[rng.randrange(len(pairs))]
+            t = rng.randrange(_TEMPLATES["relation"])
             return Caption("relation", (phrases[i], phrases[j]), relation=rel, template=t)
         # Groups follow the scene's object order, which runs along the layout's axis.
         forward = "left" if scene.layout == "row" else "above"
         ordered = phrases if rng.random() < 0.5 else phrases[::-1]
         rel = forward if ordered is phrases else OPPOSITE[forward]
-        t = int(rng.integers(_TEMPLATES["sequence"]))
+        t = rng.randrange(_TEMPLATES["sequence"])
         return Caption("sequence", tuple(ordered), relation=rel, template=t)
     if n == 1 and phrases[0].count == 1 and rng.random() < 0.6:
-        t = int(rng.integers(_TEMPLATES["position"]))
+        t = rng.randrange(_TEMPLATES["position"])
         return Caption("position", (phrases[0],), position=scene.objects[0].position, template=t)
-    order = rng.permutation(n)
-    t = int(rng.integers(_TEMPLATES["list"]))
+    order = rng.sample(range(n), n)
+    t = rng.randrange(_TEMPLATES["list"])
     return Caption("list", tuple(phrases[int(k)] for k in order), template=t)
 
 
@@ -361,7 +360,7 @@ def _apply(caption: Caption, kind: str, edit: tuple[int, str, Any]) -> Caption:
 def hard_negatives(
     caption: Caption,
     scene: Scene,
-    rng: np.random.Generator,
+    rng: random.Random,
     *,
     types: Iterable[str] = NEGATIVE_TYPES,
     exclude: Iterable[tuple[str, str]] = (),
@@ -379,7 +378,7 @@ def hard_negatives(
     Args:
         caption: a caption that holds for ``scene``.
         scene: the ground truth.
-        rng: the numpy generator that orders the candidate edits.
+        rng: the generator that orders the candidate edits.
         types: the negative types to produce.
         exclude: ``(colour, shape)`` pairs a negative must not mention (the training
             split passes the held-out pairs).
@@ -393,7 +392,7 @@ def hard_negatives(
     out: dict[str, Caption] = {}
     for kind in types:
         edits = _edits(caption, kind)
-        for k in rng.permutation(len(edits)):
+        for k in rng.sample(range(len(edits)), len(edits)):
             c = _apply(caption, kind, edits[int(k)])
             if (
                 not any((p.colour, p.shape) in banned for p in c.phrases)
@@ -409,7 +408,7 @@ def _object_words(o: ShapeObject) -> str:
     return f"{o.size} {o.texture} {o.colour} {o.shape}"
 
 
-def describe_scene(scene: Scene, rng: np.random.Generator) -> str:
+def describe_scene(scene: Scene, rng: random.Random) -> str:
     """A long description of a scene: three to six sentences.
 
     The first sentence counts the objects, one sentence per object gives all its
@@ -419,7 +418,7 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> str:
 
     Args:
         scene: the scene to describe.
-        rng: the numpy generator all randomness is drawn from.
+        rng: the generator all randomness is drawn from.
 
     Returns:
         The description, sentences separated by single spaces.
@@ -432,7 +431,7 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> str:
         count = f"The image shows {COUNT_WORDS[n]} shape{'s' * (n > 1)}."
     sentences = [count]
     seen: set[tuple[str, str]] = set()
-    for k in rng.permutation(n):
+    for k in rng.sample(range(n), n):
         o = scene.objects[int(k)]
         article = "Another" if o.kind in seen else ("An" if o.size[0] in "aeiou" else "A")
         seen.add(o.kind)

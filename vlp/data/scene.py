@@ -16,6 +16,7 @@ texture) pasted onto a grey canvas, several thousand images per second on one co
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -208,12 +209,12 @@ def _check_image_size(image_size: int) -> None:
         raise ValueError(f"image_size must be >= 24 pixels, got {image_size}")
 
 
-def _pick(rng: np.random.Generator, items: Sequence[str]) -> str:
-    return items[int(rng.integers(len(items)))]
+def _pick(rng: random.Random, items: Sequence[str]) -> str:
+    return items[rng.randrange(len(items))]
 
 
 def sample_scene(
-    rng: np.random.Generator,
+    rng: random.Random,
     *,
     split: Split = "train",
     image_size: int = 64,
@@ -229,7 +230,7 @@ def sample_scene(
     applies to it).
 
     Args:
-        rng: the numpy generator all randomness is drawn from.
+        rng: the generator all randomness is drawn from.
         split: one of :data:`SPLITS`.
         image_size: side of the square image in pixels (>= 24).
         held_out: the ``(colour, shape)`` pairs held out of ``train``/``test``.
@@ -258,18 +259,17 @@ def sample_scene(
     if compositional:
         n = 2 + int(rng.random() < 0.4)
     else:
-        p = np.asarray(num_objects_probs, dtype=np.float64)
-        n = 1 + int(rng.choice(3, p=p / p.sum()))
+        n = rng.choices((1, 2, 3), weights=num_objects_probs)[0]
     layout = "single" if n == 1 else ("row" if rng.random() < 0.5 else "column")
 
     # Attributes: (colour, shape) pairs, distinct unless a duplicate is requested.
     kinds: list[tuple[str, str]] = []
-    novel_slot = int(rng.integers(n)) if compositional else -1
+    novel_slot = rng.randrange(n) if compositional else -1
     held_sorted = sorted(held)
     for i in range(n):
         while True:
             if i == novel_slot:
-                kind = held_sorted[int(rng.integers(len(held_sorted)))]
+                kind = held_sorted[rng.randrange(len(held_sorted))]
             else:
                 kind = (_pick(rng, COLOURS), _pick(rng, SHAPES))
                 if kind in held:
@@ -282,15 +282,15 @@ def sample_scene(
         kinds.append(kind)
     looks = [(_pick(rng, SIZES), _pick(rng, TEXTURES)) for _ in range(n)]
     if not compositional and n >= 2 and rng.random() < duplicate_prob:
-        src, dst = (0, 1) if n == 2 else tuple(int(i) for i in rng.choice(3, 2, replace=False))
+        src, dst = (0, 1) if n == 2 else rng.sample(range(3), 2)
         kinds[dst] = kinds[src]
         looks[dst] = looks[src]
 
     # Cells: one line of the grid (row or column), positions sorted along it.
-    line = int(rng.integers(3))
-    slots = sorted(int(s) for s in rng.choice(3, n, replace=False))
+    line = rng.randrange(3)
+    slots = sorted(rng.sample(range(3), n))
     if layout == "single":
-        cells = [(int(rng.integers(3)), int(rng.integers(3)))]
+        cells = [(rng.randrange(3), rng.randrange(3))]
     elif layout == "row":
         cells = [(line, s) for s in slots]
     else:
@@ -301,7 +301,7 @@ def sample_scene(
     objects = []
     for (colour, shape), (size, texture), (row, col) in zip(kinds, looks, cells):
         slack = max(0, int(cell - px[size]) // 2 - 1)
-        jx, jy = (int(j) for j in rng.integers(-slack, slack + 1, size=2))
+        jx, jy = rng.randint(-slack, slack), rng.randint(-slack, slack)
         x = int((col + 0.5) * cell) + jx
         y = int((row + 0.5) * cell) + jy
         objects.append(ShapeObject(shape, colour, size, texture, row, col, x, y))

@@ -23,6 +23,7 @@ and read them back with :func:`vlp.data.shapes_from_shards`.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -86,8 +87,8 @@ def generate_sample(
 ) -> dict[str, Any]:
     """Generate one sample of the shapes data set.
 
-    The sample depends only on the arguments: its generator is
-    ``numpy.random.default_rng((seed, split_id, index))``.
+    The sample depends only on the arguments: all its randomness comes from one
+    ``random.Random`` seeded with ``(seed, split, index)``.
 
     Args:
         index: sample index (>= 0).
@@ -118,7 +119,7 @@ def generate_sample(
     if not 0.0 <= attribute_prob <= 1.0:
         raise ValueError(f"attribute_prob must lie in [0, 1], got {attribute_prob}")
     held = frozenset(held_out)
-    rng = np.random.default_rng((seed, _SPLIT_ID[split], int(index)))
+    rng = random.Random((seed * len(SPLITS) + _SPLIT_ID[split]) * 2**40 + int(index))
     scene = sample_scene(rng, split=split, image_size=image_size, held_out=held)
     compositional = split == "compositional"
     focus = None
