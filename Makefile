@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check vlp tests examples benchmarks
-	$(PY) -m ruff format --check vlp tests examples benchmarks
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -1,3 +1,9 @@
 """Heads: cross-attention pooler, projection and DINO-style heads, EMA and frozen teachers."""
 
-__all__: list[str] = []
+# Learnable temperature
+from vlp.heads.logit_scale import LogitScale
+
+__all__ = [
+    # Learnable temperature
+    "LogitScale",
+]

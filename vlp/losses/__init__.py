@@ -4,4 +4,12 @@ Every loss is a pure function with a thin ``nn.Module`` beside it that holds its
 configuration or learnable parameters.
 """
 
-__all__: list[str] = []
+# Contrastive (CLIP)
+from vlp.losses.clip import ClipLoss, ClipLossOutput, clip_loss
+
+__all__ = [
+    # Contrastive (CLIP)
+    "ClipLoss",
+    "ClipLossOutput",
+    "clip_loss",
+]

@@ -1,0 +1,94 @@
+"""A learnable logit scale (inverse temperature) stored as its logarithm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["LogitScale"]
+
+
+def _check_scale(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+class LogitScale(nn.Module):
+    """Learnable multiplier of the similarity logits, parametrised as ``exp(log_scale)``.
+
+    CLIP learns the temperature as a log-parametrised scalar initialised to 1/0.07 and
+    clipped so that the scale never exceeds 100 (Radford et al., 2021, section 2.5).
+    ``forward`` only reads the parameter; call :meth:`clamp_` after each optimiser step
+    to keep the scale in ``[min_scale, max_scale]`` (open_clip clamps at the same point).
+
+    Args:
+        init: initial scale (the multiplier, not its log); must lie in
+            ``[min_scale, max_scale]``.
+        min_scale: lower bound applied by :meth:`clamp_`.
+        max_scale: upper bound applied by :meth:`clamp_`.
+        learnable: whether the parameter requires grad.
+        device: device of the parameter.
+        dtype: dtype of the parameter (default: torch's default dtype).
+
+    Example:
+        >>> scale = LogitScale()
+        >>> round(float(scale()), 4)
+        14.2857
+    """
+
+    def __init__(
+        self,
+        init: float = 1 / 0.07,
+        *,
+        min_scale: float = 1.0,
+        max_scale: float = 100.0,
+        learnable: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        init = _check_scale("init", init)
+        self.min_scale = _check_scale("min_scale", min_scale)
+        self.max_scale = _check_scale("max_scale", max_scale)
+        if self.min_scale > self.max_scale:
+            raise ValueError(
+                f"min_scale must be <= max_scale, got min_scale={min_scale}, max_scale={max_scale}"
+            )
+        if not self.min_scale <= init <= self.max_scale:
+            raise ValueError(f"init must lie in [{min_scale}, {max_scale}], got {init}")
+        self.log_scale = nn.Parameter(
+            torch.full((), math.log(init), device=device, dtype=dtype), requires_grad=learnable
+        )
+
+    def forward(self) -> torch.Tensor:
+        """Return the scale ``exp(log_scale)``, a 0-dim tensor with the parameter's dtype."""
+        return self.log_scale.exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp the parameter in place so the scale lies in ``[min_scale, max_scale]``.
+
+        The bounds are rounded inwards in the parameter's dtype, so that
+        ``forward()`` never exceeds ``max_scale`` (nor falls below ``min_scale``)
+        by a rounding error.
+        """
+        p = self.log_scale
+        lo = torch.tensor(math.log(self.min_scale), dtype=p.dtype, device=p.device)
+        hi = torch.tensor(math.log(self.max_scale), dtype=p.dtype, device=p.device)
+        lo = torch.where(lo.exp() < self.min_scale, torch.nextafter(lo, hi + 1), lo)
+        hi = torch.where(hi.exp() > self.max_scale, torch.nextafter(hi, lo - 1), hi)
+        p.copy_(torch.minimum(torch.maximum(p, lo), hi))
+
+    def extra_repr(self) -> str:
+        """Show the current scale and its bounds."""
+        if self.log_scale.is_meta:
+            return f"min_scale={self.min_scale:g}, max_scale={self.max_scale:g}"
+        return (
+            f"scale={float(self.log_scale.detach().exp()):.4g}, "
+            f"min_scale={self.min_scale:g}, max_scale={self.max_scale:g}"
+        )

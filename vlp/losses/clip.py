@@ -1,0 +1,328 @@
+"""CLIP's symmetric InfoNCE loss with distributed gathering and multi-positive targets.
+
+Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
+Supervision", ICML 2021 (section 2.3 and Figure 3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, overload
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlp._checks import check_probability
+from vlp.distributed import (
+    ProcessGroup,
+    all_gather_no_grad,
+    all_gather_sizes,
+    all_gather_with_grad,
+    average_gradient,
+    get_rank,
+    get_world_size,
+)
+from vlp.heads.logit_scale import LogitScale
+from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
+
+__all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
+
+
+class ClipLossOutput(NamedTuple):
+    """What :func:`clip_loss` returns with ``return_details=True``.
+
+    ``R`` is the number of rows this rank computed (its local batch with
+    ``local_loss=True``, the global batch otherwise) and ``M`` the global batch.
+
+    Attributes:
+        loss: scalar, the value :func:`clip_loss` returns.
+        loss_image_to_text: scalar, the image-to-text half (same weighting as ``loss``).
+        loss_text_to_image: scalar, the text-to-image half.
+        logits_per_image: ``(R, M)``, image rows against every text (scaled, biased).
+        logits_per_text: ``(R, M)``, text rows against every image.
+        targets: ``(R, M)`` target distribution of each row before label smoothing
+            (one-hot, or uniform over the row's positives with ``sample_ids``).
+    """
+
+    loss: torch.Tensor
+    loss_image_to_text: torch.Tensor
+    loss_text_to_image: torch.Tensor
+    logits_per_image: torch.Tensor
+    logits_per_text: torch.Tensor
+    targets: torch.Tensor
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+@overload
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    logit_bias: float | torch.Tensor | None = ...,
+    label_smoothing: float = ...,
+    sample_ids: torch.Tensor | None = ...,
+    local_loss: bool = ...,
+    gather_with_grad: bool = ...,
+    group: ProcessGroup | None = ...,
+    return_details: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    logit_bias: float | torch.Tensor | None = ...,
+    label_smoothing: float = ...,
+    sample_ids: torch.Tensor | None = ...,
+    local_loss: bool = ...,
+    gather_with_grad: bool = ...,
+    group: ProcessGroup | None = ...,
+    return_details: Literal[True],
+) -> ClipLossOutput: ...
+
+
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    logit_bias: float | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    sample_ids: torch.Tensor | None = None,
+    local_loss: bool = True,
+    gather_with_grad: bool = True,
+    group: ProcessGroup | None = None,
+    return_details: bool = False,
+) -> torch.Tensor | ClipLossOutput:
+    r"""Symmetric InfoNCE between paired image and text features (Radford et al. 2021, Fig. 3).
+
+    Features are L2-normalised along ``D``; the logits are
+    ``logit_scale * image @ text.T + logit_bias``. The loss is the mean of the
+    image-to-text and text-to-image cross-entropies, each averaged over the global
+    batch:
+
+    $$\mathcal{L} = \tfrac12\Big(\tfrac1M\sum_i \mathrm{CE}(z_{i,:}, y_i)
+    + \tfrac1M\sum_j \mathrm{CE}(z_{:,j}, y_j)\Big).$$
+
+    **Targets.** Without ``sample_ids``, pair ``i`` is the only positive of row ``i``.
+    With ``sample_ids``, every pair whose ids are equal is a positive and the target
+    of a row is the uniform distribution over its positives,
+    ``y_ij = [id_i = id_j] / #{k: id_k = id_i}`` (a soft-target cross-entropy; with
+    distinct ids it is exactly the one-hot loss). ``label_smoothing`` then mixes each
+    target with the uniform distribution over the ``M`` columns, as
+    ``torch.nn.functional.cross_entropy`` does: ``(1 - eps) * y + eps / M``.
+
+    **Distributed** (a process group of ``W > 1`` ranks, rank ``r`` holding ``n_r``
+    rows, ``M = sum(n_r)``; batch sizes may differ). Features are gathered from every
+    rank. With the defaults ``local_loss=True, gather_with_grad=True`` each rank
+    computes only its own rows against all columns and returns
+    ``W / M * (its rows' summed cross-entropies) / 2``: the per-rank values sum to
+    ``W`` times the global loss, so after DDP averages gradients over ranks every
+    parameter receives exactly the single-process gradient of the global batch, and
+    the mean of the per-rank values is the global loss. (With equal batch sizes
+    ``W / M = 1 / n``: open_clip's local loss.) The gradients of ``logit_scale`` and
+    ``logit_bias`` are averaged over the group in the backward, so they are right
+    whether or not they are DDP parameters. Other settings:
+
+    - ``local_loss=False, gather_with_grad=True``: every rank computes the full
+      ``M x M`` loss (value = global loss on every rank, same gradients, ``W`` times
+      the compute).
+    - ``gather_with_grad=False``: other ranks' features carry no gradient (open_clip's
+      default). With ``local_loss=False`` the local features are put back into their
+      slot, and the gradient after DDP averaging is the global one divided by ``W``;
+      with ``local_loss=True`` the column terms of the gradient are dropped.
+
+    Args:
+        image_features: ``(N, D)`` floating, this rank's image embeddings.
+        text_features: ``(N, D)``, same dtype and device; row ``i`` pairs with image ``i``.
+        logit_scale: positive multiplier of the cosine similarities (already
+            exponentiated, as in open_clip): a float or a one-element tensor.
+        logit_bias: optional scalar added to every logit.
+        label_smoothing: in ``[0, 1]``, as in ``torch.nn.functional.cross_entropy``.
+        sample_ids: optional ``(N,)`` integer tensor; equal ids mark positives. Ids are
+            compared across ranks, so make them globally unique per sample (e.g. the
+            data set index of the image).
+        local_loss: compute only this rank's rows (see above).
+        gather_with_grad: gather other ranks' features with gradient (see above).
+        group: process group; ``None`` means the default group if one is initialised.
+        return_details: return a :class:`ClipLossOutput` instead of the scalar.
+
+    Returns:
+        A scalar tensor (float32 or wider), or a :class:`ClipLossOutput`.
+
+    Raises:
+        ValueError: on mismatched or non-2-D shapes, an empty batch, NaN/inf features
+            (checked on CPU tensors), a non-positive or non-finite ``logit_scale``, or
+            ``label_smoothing`` outside ``[0, 1]``.
+        TypeError: on non-floating features, differing dtypes, or non-integer ``sample_ids``.
+    """
+    check_pair(image_features, text_features)
+    scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
+    bias = (
+        None
+        if logit_bias is None
+        else as_scalar("logit_bias", logit_bias, image_features, positive=False)
+    )
+    check_probability("label_smoothing", label_smoothing, high_inclusive=True)
+    local_loss = _check_flag("local_loss", local_loss)
+    gather_with_grad = _check_flag("gather_with_grad", gather_with_grad)
+    n = image_features.shape[0]
+    if sample_ids is not None:
+        check_sample_ids(sample_ids, n, image_features)
+
+    image = F.normalize(image_features, dim=-1)
+    text = F.normalize(text_features, dim=-1)
+    world = get_world_size(group)
+    if world > 1:
+        sizes = all_gather_sizes(image, group)
+        offset = sum(sizes[: get_rank(group)])
+        gather = all_gather_with_grad if gather_with_grad else all_gather_no_grad
+        all_image = gather(image, group, sizes=sizes)
+        all_text = gather(text, group, sizes=sizes)
+        if not gather_with_grad and not local_loss:
+            # Put this rank's features (with their gradient) back into their slot.
+            all_image = torch.cat([all_image[:offset], image, all_image[offset + n :]])
+            all_text = torch.cat([all_text[:offset], text, all_text[offset + n :]])
+        all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
+        scale = average_gradient(scale, group)
+        bias = None if bias is None else average_gradient(bias, group)
+    else:
+        offset, all_image, all_text, all_ids = 0, image, text, sample_ids
+    total = all_image.shape[0]
+
+    if local_loss:
+        row_image, row_text, row_ids, row_offset = image, text, sample_ids, offset
+        weight = world / total
+    else:
+        row_image, row_text, row_ids, row_offset = all_image, all_text, all_ids, 0
+        weight = 1.0 / total
+
+    dtype = logits_dtype(image.dtype)
+    logits_per_image = scale * (row_image @ all_text.T).to(dtype)
+    if local_loss:
+        logits_per_text = scale * (row_text @ all_image.T).to(dtype)
+    else:
+        logits_per_text = logits_per_image.T
+    if bias is not None:
+        logits_per_image = logits_per_image + bias
+        logits_per_text = logits_per_text + bias
+
+    rows = row_image.shape[0]
+    if row_ids is None or all_ids is None:
+        labels = torch.arange(row_offset, row_offset + rows, device=image.device)
+        targets = None
+    else:
+        positives = (row_ids[:, None] == all_ids[None, :]).to(logits_per_image.dtype)
+        targets = positives / positives.sum(dim=1, keepdim=True)
+
+    def directional(logits: torch.Tensor) -> torch.Tensor:
+        target = labels if targets is None else targets
+        ce = F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
+        return weight * ce
+
+    loss_i2t = directional(logits_per_image)
+    loss_t2i = directional(logits_per_text)
+    loss = (loss_i2t + loss_t2i) / 2
+    if not return_details:
+        return loss
+    if targets is None:
+        targets = F.one_hot(labels, total).to(logits_per_image.dtype)
+    return ClipLossOutput(loss, loss_i2t, loss_t2i, logits_per_image, logits_per_text, targets)
+
+
+class ClipLoss(nn.Module):
+    """:func:`clip_loss` with a learnable temperature (a :class:`~vlp.heads.LogitScale`).
+
+    The scale starts at ``init_scale`` (1/0.07) and is clamped to
+    ``[1, max_scale]`` only when you call :meth:`clamp_` after the optimiser step;
+    ``forward`` never mutates it (Radford et al., 2021, section 2.5).
+
+    Args:
+        init_scale: initial logit scale (the multiplier).
+        max_scale: upper bound applied by :meth:`clamp_`.
+        learnable_scale: whether the scale is a trained parameter.
+        label_smoothing: see :func:`clip_loss`.
+        local_loss: see :func:`clip_loss`.
+        gather_with_grad: see :func:`clip_loss`.
+        group: process group used for gathering; ``None`` means the default group.
+        device: device of the scale parameter.
+        dtype: dtype of the scale parameter.
+
+    Example:
+        >>> loss_fn = ClipLoss()
+        >>> image, text = torch.randn(8, 32), torch.randn(8, 32)
+        >>> loss = loss_fn(image, text)
+        >>> loss.backward()
+        >>> loss_fn.clamp_()  # after optimizer.step()
+    """
+
+    def __init__(
+        self,
+        init_scale: float = 1 / 0.07,
+        *,
+        max_scale: float = 100.0,
+        learnable_scale: bool = True,
+        label_smoothing: float = 0.0,
+        local_loss: bool = True,
+        gather_with_grad: bool = True,
+        group: ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_probability("label_smoothing", label_smoothing, high_inclusive=True)
+        self.logit_scale = LogitScale(
+            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+        )
+        self.label_smoothing = label_smoothing
+        self.local_loss = _check_flag("local_loss", local_loss)
+        self.gather_with_grad = _check_flag("gather_with_grad", gather_with_grad)
+        self.group = group
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        *,
+        sample_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            image_features: ``(N, D)`` floating image embeddings.
+            text_features: ``(N, D)`` text embeddings paired row by row.
+            sample_ids: optional ``(N,)`` integer ids; equal ids are positives.
+
+        Returns:
+            Scalar loss (see :func:`clip_loss` for its distributed value).
+        """
+        return clip_loss(
+            image_features,
+            text_features,
+            self.logit_scale(),
+            label_smoothing=self.label_smoothing,
+            sample_ids=sample_ids,
+            local_loss=self.local_loss,
+            gather_with_grad=self.gather_with_grad,
+            group=self.group,
+        )
+
+    def clamp_(self) -> None:
+        """Clamp the learnable scale into its bounds; call after ``optimizer.step()``."""
+        self.logit_scale.clamp_()
+
+    def extra_repr(self) -> str:
+        """Show the configuration."""
+        return (
+            f"label_smoothing={self.label_smoothing}, local_loss={self.local_loss}, "
+            f"gather_with_grad={self.gather_with_grad}"
+        )
