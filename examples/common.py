@@ -47,7 +47,6 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from vlp.distributed import get_rank, get_world_size
 
 from vlp.data import (
     COLOURS,
@@ -58,6 +57,7 @@ from vlp.data import (
     collate_shapes,
     shapes_from_shards,
 )
+from vlp.distributed import get_rank, get_world_size
 from vlp.eval import (
     compositional_accuracy,
     paired_similarity,
@@ -146,12 +146,19 @@ def train_batches(
     """
     rank, world = get_rank(), get_world_size()
     if data:
-        pipeline = shapes_from_shards(data, shuffle=2000, seed=seed + rank, repeat=True)
-        loader = DataLoader(
-            pipeline, batch_size=batch_size, collate_fn=collate_shapes, num_workers=workers
-        )
-        yield from loader
-        return
+        for epoch in itertools.count():
+            pipeline = shapes_from_shards(data, shuffle=2000, seed=seed + 1000 * epoch + rank)
+            loader = DataLoader(
+                pipeline, batch_size=batch_size, collate_fn=collate_shapes, num_workers=workers
+            )
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError(
+                    f"rank {rank} read no samples from {data!r} (fewer shards than ranks?)"
+                )
     dataset = ShapesDataset(
         num_samples, split="train", seed=seed, image_size=image_size, num_captions=num_captions
     )

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
 import common
-from vlp.distributed import get_rank, get_world_size
 
+from vlp.distributed import get_rank, get_world_size
 from vlp.heads import LogitScale
 from vlp.losses import clip_loss
 

@@ -113,7 +113,6 @@ def shapes_from_shards(
     shuffle: int = 0,
     seed: int = 0,
     split_by_node: bool = True,
-    repeat: bool = False,
 ) -> wds.WebDataset:
     """Read shapes shards through a ``webdataset`` pipeline.
 
@@ -129,7 +128,6 @@ def shapes_from_shards(
         seed: seed of the shard and sample shuffles.
         split_by_node: give each distributed rank its own shards (needs at least as
             many shards as ranks).
-        repeat: cycle through the shards forever.
 
     Returns:
         An iterable ``webdataset.WebDataset`` of sample dicts.
@@ -141,7 +139,6 @@ def shapes_from_shards(
         shardshuffle=100 if shuffle else False,
         nodesplitter=wds.split_by_node if split_by_node else wds.single_node_only,
         workersplitter=wds.split_by_worker,
-        repeat=repeat,
         seed=seed,
         empty_check=False,
     )
