@@ -106,6 +106,7 @@ def test_captions_hold_and_objects_match_scene() -> None:
         s = ds[i]
         scene = Scene.from_dict(s["scene"])
         assert Scene.from_dict(scene.to_dict()) == scene
+        assert ds.scene(i) == scene
         layouts.add(scene.layout)
         sizes.add(len(scene.objects))
         for obj in scene.objects:

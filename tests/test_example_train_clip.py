@@ -28,7 +28,7 @@ METRICS = [
 
 def _run_recipe(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "metrics.json"
-    argv = ["train_clip.py", "--threads", "2", "--json", str(out), *args]
+    argv = ["train_clip.py", "--threads", "1", "--json", str(out), *args]
     old = sys.argv
     sys.argv = argv
     try:

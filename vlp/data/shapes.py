@@ -75,6 +75,11 @@ __all__ = [
 _SPLIT_ID = {name: i for i, name in enumerate(SPLITS)}
 
 
+def _sample_rng(index: int, split: str, seed: int) -> random.Random:
+    # One generator per sample; distinct for every (seed, split, index < 2**40).
+    return random.Random((seed * len(SPLITS) + _SPLIT_ID[split]) * 2**40 + int(index))
+
+
 def generate_sample(
     index: int,
     *,
@@ -119,7 +124,7 @@ def generate_sample(
     if not 0.0 <= attribute_prob <= 1.0:
         raise ValueError(f"attribute_prob must lie in [0, 1], got {attribute_prob}")
     held = frozenset(held_out)
-    rng = random.Random((seed * len(SPLITS) + _SPLIT_ID[split]) * 2**40 + int(index))
+    rng = _sample_rng(index, split, seed)
     scene = sample_scene(rng, split=split, image_size=image_size, held_out=held)
     compositional = split == "compositional"
     focus = None
@@ -225,8 +230,14 @@ class ShapesDataset(Dataset[dict[str, Any]]):
         return sample
 
     def scene(self, index: int) -> Scene:
-        """The ground-truth scene of sample ``index`` (without rendering it)."""
-        return Scene.from_dict(self[index]["scene"])
+        """The ground-truth scene of sample ``index`` (without rendering or captioning it)."""
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        k = self.kwargs
+        rng = _sample_rng(index % self.num_samples, k["split"], k["seed"])
+        return sample_scene(
+            rng, split=k["split"], image_size=k["image_size"], held_out=k["held_out"]
+        )
 
 
 def collate_shapes(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
