@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +34,7 @@ from vlp.data import (
 )
 from vlp.data.captions import relation_between
 from vlp.data.scene import COLOUR_RGB
-
-ROOT = Path(__file__).resolve().parents[1]
+from vlp.data.shapes import main as shapes_main
 
 
 def _row_scene() -> Scene:
@@ -287,9 +284,9 @@ def test_shards_round_trip(tmp_path: Path) -> None:
 
 
 def test_write_command(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "vlp.data.shapes", "write", "--out", str(tmp_path)]
-    cmd += ["--num", "12", "--seed", "2", "--split", "test", "--shard-size", "5"]
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    # `python -m vlp.data.shapes write ...` runs `main` with the command line arguments.
+    argv = ["write", "--out", str(tmp_path), "--num", "12", "--seed", "2", "--split", "test"]
+    assert shapes_main([*argv, "--shard-size", "5"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"shapes-test-00000{k}.tar" for k in range(3)
     ]
