@@ -6,13 +6,14 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from _gloo_cases import LOSS_CASES, Towers, gloo_results, loss_batch, loss_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from vlp.heads import LogitScale
 from vlp.losses import ClipLoss, clip_loss
-from vlp.testing import assert_close, run_distributed
+from vlp.testing import assert_close
 
 F64 = torch.float64
 
@@ -302,88 +303,24 @@ def test_logit_scale() -> None:
 # ----------------------------------------------------------------------------------------
 # Two gloo processes under DDP against one process on the concatenated batch.
 
-SIZES = (4, 5)  # uneven on purpose
-IDS = [0, 1, 1, 2, 2, 3, 3, 4, 5]  # id 2 straddles the two ranks
-CONFIGS: list[dict[str, Any]] = [
-    {},
-    {"sample_ids": True, "label_smoothing": 0.1, "logit_bias": -1.0},
-    {"local_loss": False},
-    {"local_loss": False, "sample_ids": True},
-    {"local_loss": False, "gather_with_grad": False},
-    {"local_loss": True, "gather_with_grad": False},
-]
-
-
-class _Towers(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.image = nn.Linear(6, 5, dtype=F64)
-        self.text = nn.Linear(7, 5, dtype=F64)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.image(x), self.text(t)
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    n = sum(SIZES)
-    return (
-        torch.randn(n, 6, generator=g, dtype=F64),
-        torch.randn(n, 7, generator=g, dtype=F64),
-        torch.tensor(IDS),
-    )
-
-
-def _step(
-    model: nn.Module,
-    log_scale: torch.Tensor,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    ids: torch.Tensor,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    model.zero_grad()
-    log_scale.grad = None
-    kwargs = dict(config)
-    if kwargs.pop("sample_ids", False):
-        kwargs["sample_ids"] = ids
-    image, text = model(x, t)
-    loss = clip_loss(image, text, log_scale.exp(), **kwargs)
-    loss.backward()
-    grads = {
-        name.removeprefix("module."): p.grad.clone()
-        for name, p in model.named_parameters()
-        if p.grad is not None
-    }
-    return {"loss": loss.detach(), "grads": grads, "scale_grad": log_scale.grad.clone()}
-
-
-def _ddp_worker(rank: int, world: int) -> list[dict[str, Any]]:
-    x, t, ids = _batch()
-    start = sum(SIZES[:rank])
-    rows = slice(start, start + SIZES[rank])
-    model = nn.parallel.DistributedDataParallel(_Towers())
-    # The scale lives outside DDP, as in the README quickstart.
-    log_scale = torch.tensor(math.log(8.0), dtype=F64, requires_grad=True)
-    return [_step(model, log_scale, x[rows], t[rows], ids[rows], c) for c in CONFIGS]
-
 
 @pytest.fixture(scope="module")
-def ddp_results() -> list[list[dict[str, Any]]]:
-    return run_distributed(_ddp_worker)
+def ddp_results() -> list[dict[str, Any]]:
+    return gloo_results()
 
 
-@pytest.mark.parametrize("index", range(len(CONFIGS)))
+CLIP_CASES = [i for i, (name, _) in enumerate(LOSS_CASES) if name == "clip"]
+
+
+@pytest.mark.parametrize("index", CLIP_CASES)
 def test_two_process_ddp_matches_single_process(
-    ddp_results: list[list[dict[str, Any]]], index: int
+    ddp_results: list[dict[str, Any]], index: int
 ) -> None:
-    config = CONFIGS[index]
-    x, t, ids = _batch()
-    model = _Towers()
-    log_scale = torch.tensor(math.log(8.0), dtype=F64, requires_grad=True)
-    single = _step(model, log_scale, x, t, ids, config)
-    per_rank = [r[index] for r in ddp_results]
+    # Ranks hold 4 and 5 pairs; the model is DDP-wrapped, the scale lives outside it.
+    name, config = LOSS_CASES[index]
+    x, t, ids = loss_batch()
+    single = loss_step(Towers(), x, t, ids, name, config)
+    per_rank = [r["losses"][index] for r in ddp_results]
 
     losses = torch.stack([r["loss"] for r in per_rank])
     assert_close(losses.mean(), single["loss"], msg="mean of per-rank losses")
@@ -391,17 +328,17 @@ def test_two_process_ddp_matches_single_process(
         assert_close(losses, single["loss"].expand(2), msg="global loss on every rank")
 
     # DDP has already averaged the model gradients; they agree across ranks.
-    for name, want in single["grads"].items():
-        assert_close(per_rank[0]["grads"][name], per_rank[1]["grads"][name], msg=name)
-        got = per_rank[0]["grads"][name]
+    for param, want in single["grads"].items():
+        assert_close(per_rank[0]["grads"][param], per_rank[1]["grads"][param], msg=param)
+        got = per_rank[0]["grads"][param]
         if config.get("gather_with_grad", True):
-            assert_close(got, want, msg=name)
+            assert_close(got, want, msg=param)
         elif not config.get("local_loss", True):
             # open_clip's no-grad gather: the global gradient divided by the world size.
-            assert_close(got * 2, want, msg=name)
+            assert_close(got * 2, want, msg=param)
         else:
             # Local loss without gathered gradients drops the column terms.
             assert (got - want).abs().max() > 1e-6
     # The scale is not a DDP parameter: the loss averages its gradient itself.
     for r in per_rank:
-        assert_close(r["scale_grad"], single["scale_grad"], msg="logit scale gradient")
+        assert_close(r["scale"], single["scale"], msg="logit scale gradient")

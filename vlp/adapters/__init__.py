@@ -1,3 +1,31 @@
 """Dense tokens out of unmodified open_clip and timm models (adapters, not forks)."""
 
-__all__: list[str] = []
+from vlp.adapters.masked import MaskedImageEncoder, MaskFn
+from vlp.adapters.openclip import (
+    FillerAttention,
+    open_clip_image_tokens,
+    open_clip_masked_image_tokens,
+    open_clip_multi_crop_tokens,
+    open_clip_pos_embed,
+    open_clip_text_tokens,
+)
+from vlp.adapters.pos_embed import PosInterpolation, interpolate_pos_embed
+from vlp.adapters.timm_vit import timm_vit_masked_tokens, timm_vit_tokens
+from vlp.adapters.tokens import DenseTokens, text_token_mask
+
+__all__ = [
+    "DenseTokens",
+    "FillerAttention",
+    "MaskFn",
+    "MaskedImageEncoder",
+    "PosInterpolation",
+    "interpolate_pos_embed",
+    "open_clip_image_tokens",
+    "open_clip_masked_image_tokens",
+    "open_clip_multi_crop_tokens",
+    "open_clip_pos_embed",
+    "open_clip_text_tokens",
+    "text_token_mask",
+    "timm_vit_masked_tokens",
+    "timm_vit_tokens",
+]

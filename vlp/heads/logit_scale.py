@@ -23,14 +23,14 @@ class LogitScale(nn.Module):
 
     CLIP learns the temperature as a log-parametrised scalar initialised to 1/0.07 and
     clipped so that the scale never exceeds 100 (Radford et al., 2021, section 2.5).
-    ``forward`` only reads the parameter; call :meth:`clamp_` after each optimiser step
+    ``forward`` only reads the parameter; call `clamp_()` after each optimiser step
     to keep the scale in ``[min_scale, max_scale]`` (open_clip clamps at the same point).
 
     Args:
         init: initial scale (the multiplier, not its log); must lie in
             ``[min_scale, max_scale]``.
-        min_scale: lower bound applied by :meth:`clamp_`.
-        max_scale: upper bound applied by :meth:`clamp_`.
+        min_scale: lower bound applied by `clamp_()`.
+        max_scale: upper bound applied by `clamp_()`.
         learnable: whether the parameter requires grad.
         device: device of the parameter.
         dtype: dtype of the parameter (default: torch's default dtype).

@@ -7,9 +7,15 @@ configuration or learnable parameters.
 # Contrastive (CLIP)
 from vlp.losses.clip import ClipLoss, ClipLossOutput, clip_loss
 
+# Contrastive (SigLIP)
+from vlp.losses.siglip import SigLipLoss, siglip_loss
+
 __all__ = [
     # Contrastive (CLIP)
     "ClipLoss",
     "ClipLossOutput",
+    # Contrastive (SigLIP)
+    "SigLipLoss",
     "clip_loss",
+    "siglip_loss",
 ]

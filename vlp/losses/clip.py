@@ -23,19 +23,21 @@ from vlp.distributed import (
     get_world_size,
 )
 from vlp.heads.logit_scale import LogitScale
+from vlp.kernels import Backend
+from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_logsumexp
 from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
 
 
 class ClipLossOutput(NamedTuple):
-    """What :func:`clip_loss` returns with ``return_details=True``.
+    """What [`clip_loss`][vlp.losses.clip.clip_loss] returns with ``return_details=True``.
 
     ``R`` is the number of rows this rank computed (its local batch with
     ``local_loss=True``, the global batch otherwise) and ``M`` the global batch.
 
     Attributes:
-        loss: scalar, the value :func:`clip_loss` returns.
+        loss: scalar, the value [`clip_loss`][vlp.losses.clip.clip_loss] returns.
         loss_image_to_text: scalar, the image-to-text half (same weighting as ``loss``).
         loss_text_to_image: scalar, the text-to-image half.
         logits_per_image: ``(R, M)``, image rows against every text (scaled, biased).
@@ -71,6 +73,8 @@ def clip_loss(
     gather_with_grad: bool = ...,
     group: ProcessGroup | None = ...,
     return_details: Literal[False] = ...,
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
 ) -> torch.Tensor: ...
 
 
@@ -87,6 +91,8 @@ def clip_loss(
     gather_with_grad: bool = ...,
     group: ProcessGroup | None = ...,
     return_details: Literal[True],
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
 ) -> ClipLossOutput: ...
 
 
@@ -102,6 +108,8 @@ def clip_loss(
     gather_with_grad: bool = True,
     group: ProcessGroup | None = None,
     return_details: bool = False,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor | ClipLossOutput:
     r"""Symmetric InfoNCE between paired image and text features (Radford et al. 2021, Fig. 3).
 
@@ -154,10 +162,19 @@ def clip_loss(
         local_loss: compute only this rank's rows (see above).
         gather_with_grad: gather other ranks' features with gradient (see above).
         group: process group; ``None`` means the default group if one is initialised.
-        return_details: return a :class:`ClipLossOutput` instead of the scalar.
+        return_details: return a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput]
+            instead of the scalar (dense path only: the tiled path never forms the logits).
+        chunk_size: take the memory-efficient tiled path, which never forms the
+            ``R x M`` logits
+            ([`tiled_logsumexp`][vlp.kernels.contrastive.tiled_logsumexp]): the torch
+            path walks column chunks of this size, the Triton path tiles in SRAM. Same
+            value and gradients as the dense path, every option included.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path (see
+            [`vlp.kernels`][vlp.kernels]); ``"triton"`` selects the tiled path even without
+            ``chunk_size``. The dense path (the default) is plain torch.
 
     Returns:
-        A scalar tensor (float32 or wider), or a :class:`ClipLossOutput`.
+        A scalar tensor (float32 or wider), or a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput].
 
     Raises:
         ValueError: on mismatched or non-2-D shapes, an empty batch, NaN/inf features
@@ -178,6 +195,14 @@ def clip_loss(
     n = image_features.shape[0]
     if sample_ids is not None:
         check_sample_ids(sample_ids, n, image_features)
+    tiled = chunk_size is not None or backend == "triton"
+    if tiled and return_details:
+        raise ValueError(
+            "return_details=True needs the logits, which the tiled path (chunk_size or "
+            "backend='triton') never forms; use the dense path for details"
+        )
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
@@ -205,6 +230,13 @@ def clip_loss(
     else:
         row_image, row_text, row_ids, row_offset = all_image, all_text, all_ids, 0
         weight = 1.0 / total
+
+    if tiled:
+        return _tiled_clip_loss(
+            row_image, row_text, all_image, all_text, scale, bias, row_ids, all_ids,
+            row_offset, local_loss, weight, label_smoothing,
+            DEFAULT_CHUNK if chunk_size is None else chunk_size, backend,
+        )  # fmt: skip
 
     dtype = logits_dtype(image.dtype)
     logits_per_image = scale * (row_image @ all_text.T).to(dtype)
@@ -239,20 +271,95 @@ def clip_loss(
     return ClipLossOutput(loss, loss_i2t, loss_t2i, logits_per_image, logits_per_text, targets)
 
 
+def _positive_targets(
+    rows: int,
+    row_offset: int,
+    columns: torch.Tensor,
+    row_ids: torch.Tensor | None,
+    all_ids: torch.Tensor | None,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """``(R, D)``: the target-weighted mean of ``columns`` for each row, ``sum_j y_ij c_j``.
+
+    The positive term of a soft-target cross-entropy is linear in the logits, so it is
+    ``scale * <row, sum_j y_ij c_j> + bias``: O(M D) work instead of a logits matrix.
+    """
+    if row_ids is None or all_ids is None:
+        target = columns[row_offset : row_offset + rows]
+    else:
+        _, inverse = torch.unique(all_ids, return_inverse=True)
+        classes = int(inverse.max()) + 1
+        sums = columns.new_zeros((classes, columns.shape[1])).index_add_(0, inverse, columns)
+        counts = torch.bincount(inverse, minlength=classes).to(columns.dtype)
+        mine = inverse[row_offset : row_offset + rows]
+        target = sums[mine] / counts[mine, None]
+    if label_smoothing:
+        target = (1 - label_smoothing) * target + label_smoothing * columns.mean(dim=0)
+    return target
+
+
+def _tiled_clip_loss(
+    row_image: torch.Tensor,
+    row_text: torch.Tensor,
+    all_image: torch.Tensor,
+    all_text: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    row_ids: torch.Tensor | None,
+    all_ids: torch.Tensor | None,
+    row_offset: int,
+    local_loss: bool,
+    weight: float,
+    label_smoothing: float,
+    chunk_size: int,
+    backend: Backend,
+) -> torch.Tensor:
+    # CE of a row = logsumexp(row) - sum_j y_ij z_ij; the first term is tiled, the second
+    # is linear in the logits and costs O(M D).
+    if local_loss:
+        lse = tiled_logsumexp(
+            row_image, all_text, scale, bias, row_weight=weight, chunk_size=chunk_size,
+            backend=backend,
+        ) + tiled_logsumexp(
+            row_text, all_image, scale, bias, row_weight=weight, chunk_size=chunk_size,
+            backend=backend,
+        )  # fmt: skip
+    else:
+        # The column log-sum-exps of image @ text.T are the text-to-image rows.
+        lse = tiled_logsumexp(
+            all_image, all_text, scale, bias, row_weight=weight, col_weight=weight,
+            chunk_size=chunk_size, backend=backend,
+        )  # fmt: skip
+    rows = row_image.shape[0]
+    acc = lse.dtype
+    text_target = _positive_targets(rows, row_offset, all_text, row_ids, all_ids, label_smoothing)
+    image_target = _positive_targets(rows, row_offset, all_image, row_ids, all_ids, label_smoothing)
+    positive = (row_image.to(acc) * text_target.to(acc)).sum() + (
+        row_text.to(acc) * image_target.to(acc)
+    ).sum()
+    positive = scale.to(acc) * positive
+    if bias is not None:
+        positive = positive + 2 * rows * bias.to(acc)
+    return (lse - weight * positive) / 2
+
+
 class ClipLoss(nn.Module):
-    """:func:`clip_loss` with a learnable temperature (a :class:`~vlp.heads.LogitScale`).
+    """CLIP loss with a learnable temperature (Radford et al., 2021, section 2.5).
+
+    Calls [`clip_loss`][vlp.losses.clip.clip_loss] with the scale of a
+    [`LogitScale`][vlp.heads.logit_scale.LogitScale].
 
     The scale starts at ``init_scale`` (1/0.07) and is clamped to
-    ``[1, max_scale]`` only when you call :meth:`clamp_` after the optimiser step;
+    ``[1, max_scale]`` only when you call `clamp_()` after the optimiser step;
     ``forward`` never mutates it (Radford et al., 2021, section 2.5).
 
     Args:
         init_scale: initial logit scale (the multiplier).
-        max_scale: upper bound applied by :meth:`clamp_`.
+        max_scale: upper bound applied by `clamp_()`.
         learnable_scale: whether the scale is a trained parameter.
-        label_smoothing: see :func:`clip_loss`.
-        local_loss: see :func:`clip_loss`.
-        gather_with_grad: see :func:`clip_loss`.
+        label_smoothing: see [`clip_loss`][vlp.losses.clip.clip_loss].
+        local_loss: see [`clip_loss`][vlp.losses.clip.clip_loss].
+        gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
         group: process group used for gathering; ``None`` means the default group.
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
@@ -303,7 +410,7 @@ class ClipLoss(nn.Module):
             sample_ids: optional ``(N,)`` integer ids; equal ids are positives.
 
         Returns:
-            Scalar loss (see :func:`clip_loss` for its distributed value).
+            Scalar loss (see [`clip_loss`][vlp.losses.clip.clip_loss] for its distributed value).
         """
         return clip_loss(
             image_features,

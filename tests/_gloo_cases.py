@@ -1,0 +1,179 @@
+"""Every 2-process gloo case of the distributed, CLIP and SigLIP tests, run in one spawn.
+
+Spawning processes that import torch dominates the cost of these tests, so one worker
+runs all the cases once per test session (``gloo_results`` is cached) and the test
+files compare its per-rank results with one process on the concatenated batch. This
+module imports only torch and vlp, to keep the children's start-up short.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vlp.distributed import (
+    all_gather_no_grad,
+    all_gather_sizes,
+    all_gather_with_grad,
+    average_gradient,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
+from vlp.losses import clip_loss, siglip_loss
+from vlp.testing import run_distributed
+
+F64 = torch.float64
+
+# ------------------------------------------------------------------------------ gathers
+
+GATHER_SIZES = (3, 5)
+GATHER_DIM = 4
+
+
+def gather_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The global tensor and one weight tensor per rank for the gather cases."""
+    g = torch.Generator().manual_seed(0)
+    n = sum(GATHER_SIZES)
+    full = torch.randn(n, GATHER_DIM, generator=g, dtype=F64)
+    weights = torch.randn(len(GATHER_SIZES), n, GATHER_DIM, generator=g, dtype=F64)
+    return full, weights
+
+
+def gather_loss(rank: int, x_local: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
+    """A rank-specific nonlinear loss of the gathered tensor plus a local-only term."""
+    _, weights = gather_data()
+    return (weights[rank] * gathered**2).sum() + (x_local**3).sum()
+
+
+def _gather_cases(rank: int, world: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "rank": get_rank(),
+        "world": get_world_size(),
+        "is_distributed": is_distributed(),
+    }
+    full, _ = gather_data()
+    start = sum(GATHER_SIZES[:rank])
+    x = full[start : start + GATHER_SIZES[rank]].clone().requires_grad_()
+    group = dist.new_group(ranks=list(range(world)))
+    y = all_gather_with_grad(x, group)
+    gather_loss(rank, x, y).backward()
+    out["gathered"] = y.detach()
+    out["grad"] = x.grad
+    out["sizes"] = all_gather_sizes(x, group)
+    out["no_grad"] = all_gather_no_grad(x, group, sizes=list(GATHER_SIZES))
+    out["no_grad_requires_grad"] = out["no_grad"].requires_grad
+
+    # A rank holding no rows.
+    z = torch.full(((0, 4)[rank], 2), float(rank + 1), requires_grad=True)
+    zz = all_gather_with_grad(z)
+    (zz * (rank + 1)).sum().backward()
+    out["empty_gathered"] = zz.detach()
+    out["empty_grad"] = z.grad
+
+    # A shared scalar whose gradient differs per rank is averaged.
+    s = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    (average_gradient(s) * (rank + 1) * 3.0).backward()
+    out["scalar_grad"] = s.grad
+
+    try:
+        all_gather_with_grad(x, sizes=[1])
+    except ValueError as err:
+        out["bad_sizes"] = str(err)
+    return out
+
+
+# ------------------------------------------------------------------------------- losses
+
+LOSS_SIZES = (4, 5)  # uneven on purpose
+IDS = [0, 1, 1, 2, 2, 3, 3, 4, 5]  # id 2 straddles the two ranks
+LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("clip", {}),
+    ("clip", {"sample_ids": True, "label_smoothing": 0.1, "logit_bias": -1.0}),
+    ("clip", {"local_loss": False}),
+    ("clip", {"local_loss": False, "sample_ids": True}),
+    ("clip", {"local_loss": False, "gather_with_grad": False}),
+    ("clip", {"local_loss": True, "gather_with_grad": False}),
+    # The tiled path (never forms the logits) under the same distributed semantics.
+    ("clip", {"chunk_size": 2, "sample_ids": True, "label_smoothing": 0.1, "logit_bias": -1.0}),
+    ("clip", {"chunk_size": 4, "local_loss": False, "sample_ids": True, "logit_bias": 0.5}),
+    ("siglip", {"chunk_size": None}),
+    ("siglip", {"chunk_size": 2}),
+    ("siglip", {"chunk_size": 3, "sample_ids": True}),
+]
+
+
+class Towers(nn.Module):
+    """Two linear towers, identically initialised in every process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = nn.Linear(6, 5, dtype=F64)
+        self.text = nn.Linear(7, 5, dtype=F64)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(x), self.text(t)
+
+
+def loss_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The global batch: image inputs, text inputs and sample ids."""
+    g = torch.Generator().manual_seed(1)
+    n = sum(LOSS_SIZES)
+    return (
+        torch.randn(n, 6, generator=g, dtype=F64),
+        torch.randn(n, 7, generator=g, dtype=F64),
+        torch.tensor(IDS),
+    )
+
+
+def loss_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    ids: torch.Tensor,
+    name: str,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """One forward/backward; the scale and bias live outside the (DDP) model."""
+    model.zero_grad()
+    log_scale = torch.tensor(math.log(8.0), dtype=F64, requires_grad=True)
+    bias = torch.tensor(-2.0, dtype=F64, requires_grad=True)
+    image, text = model(x, t)
+    kwargs = dict(config)
+    if kwargs.pop("sample_ids", False):
+        kwargs["sample_ids"] = ids
+    if name == "clip":
+        loss = clip_loss(image, text, log_scale.exp(), **kwargs)
+    else:
+        loss = siglip_loss(image, text, log_scale.exp(), bias, **kwargs)
+    loss.backward()
+    grads = {
+        n.removeprefix("module."): p.grad.clone()
+        for n, p in model.named_parameters()
+        if p.grad is not None
+    }
+    return {"loss": loss.detach(), "grads": grads, "scale": log_scale.grad, "bias": bias.grad}
+
+
+def _loss_cases(rank: int) -> list[dict[str, Any]]:
+    x, t, ids = loss_batch()
+    start = sum(LOSS_SIZES[:rank])
+    rows = slice(start, start + LOSS_SIZES[rank])
+    model = nn.parallel.DistributedDataParallel(Towers())
+    return [loss_step(model, x[rows], t[rows], ids[rows], n, c) for n, c in LOSS_CASES]
+
+
+def _worker(rank: int, world: int) -> dict[str, Any]:
+    return {"gather": _gather_cases(rank, world), "losses": _loss_cases(rank)}
+
+
+@functools.cache
+def gloo_results() -> list[dict[str, Any]]:
+    """Per-rank results of every case (computed once per session)."""
+    return run_distributed(_worker)

@@ -1,0 +1,497 @@
+"""Memory-efficient contrastive-loss primitives that never form the N x M logits.
+
+Two ops carry the quadratic work of the contrastive losses:
+
+- :func:`tiled_logsumexp` returns ``row_weight * sum_i lse_i + col_weight * sum_j lse_j``
+  for the logits ``S = logit_scale * a @ b.T + logit_bias``, where ``lse_i`` is the
+  log-sum-exp of row ``i`` and ``lse_j`` that of column ``j``. InfoNCE is this minus the
+  positive terms, which are linear in ``S`` and cost only O(N D) (``vlp.losses.clip_loss``
+  adds them with ordinary autograd).
+- :func:`tiled_sigmoid_loss` returns ``-weight * sum_ij log sigmoid(z_ij S_ij)`` with
+  ``z_ij = +1`` where ``row_ids[i] == col_ids[j]`` and ``-1`` elsewhere (the SigLIP loss).
+
+Each has a torch path that walks over column chunks of ``chunk_size`` and recomputes
+them in backward (peak extra memory ``O(N * chunk_size)``), and a Triton path
+(forward and backward kernels, tiles in SRAM, fp32 accumulation), chosen by the
+``backend`` rule of :mod:`vlp.kernels`. References: Inf-CL (Cheng et al., 2024) for the
+tiled log-sum-exp; SigLIP (Zhai et al., 2023, Eq. 1) for the sigmoid loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlp import _checks
+from vlp.kernels._dispatch import resolve_backend, triton_interpret_upcast
+
+__all__ = ["tiled_logsumexp", "tiled_sigmoid_loss"]
+
+DEFAULT_CHUNK = 1024
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _validate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None,
+    chunk_size: int,
+) -> None:
+    _checks.check_matrix("a", a)
+    _checks.check_matrix("b", b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"a and b must have the same feature dim, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.dtype != b.dtype:
+        raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+    for name, t in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.numel() != 1):
+            raise ValueError(f"{name} must be a scalar tensor, got {t!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def _first_order_only(op: str) -> None:
+    # The backward passes replay saved statistics (log-sum-exps, or gradients computed in
+    # the forward), which carry no graph: a second derivative would be silently wrong.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{op} (the chunk_size / Triton path of the contrastive losses) supports "
+            "first-order gradients only; use chunk_size=None for higher-order gradients "
+            "(create_graph=True)"
+        )
+
+
+def _chunks(m: int, chunk_size: int) -> range:
+    return range(0, m, chunk_size)
+
+
+# ----------------------------------------------------------------------------------------
+# torch reference: column chunks, recomputed in backward
+# ----------------------------------------------------------------------------------------
+
+
+def _torch_lse_forward(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    chunk: int,
+    with_cols: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = _acc_dtype(a.dtype)
+    n, m = a.shape[0], b.shape[0]
+    a_ = a.to(acc)
+    row = torch.full((n,), float("-inf"), dtype=acc, device=a.device)
+    col = torch.empty((m if with_cols else 0,), dtype=acc, device=a.device)
+    for j in _chunks(m, chunk):
+        s = (a_ @ b[j : j + chunk].to(acc).T).mul_(scale.to(acc)).add_(bias.to(acc))
+        row = torch.logaddexp(row, torch.logsumexp(s, dim=1))
+        if with_cols:
+            col[j : j + chunk] = torch.logsumexp(s, dim=0)
+    return row, col
+
+
+def _torch_lse_backward(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    lse_row: torch.Tensor,
+    lse_col: torch.Tensor,
+    row_weight: float,
+    col_weight: float,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    acc = lse_row.dtype
+    a_ = a.to(acc)
+    grad_a = torch.zeros_like(a_)
+    grad_b = torch.empty((b.shape[0], b.shape[1]), dtype=acc, device=b.device)
+    dot_sum = torch.zeros((), dtype=acc, device=a.device)
+    sc, bi = scale.to(acc), bias.to(acc)
+    for j in _chunks(b.shape[0], chunk):
+        b_ = b[j : j + chunk].to(acc)
+        raw = a_ @ b_.T
+        # dS_ij = w_r softmax_row(S)_ij + w_c softmax_col(S)_ij, built in place so that
+        # at most three chunk-sized matrices are alive at once.
+        ds = (raw * sc).add_(bi).sub_(lse_row[:, None]).exp_().mul_(row_weight)
+        if col_weight != 0.0:
+            col = (raw * sc).add_(bi).sub_(lse_col[j : j + chunk][None, :])
+            ds.add_(col.exp_().mul_(col_weight))
+            del col
+        grad_a.addmm_(ds, b_)
+        torch.mm(ds.T, a_, out=grad_b[j : j + chunk])
+        dot_sum += torch.dot(ds.reshape(-1), raw.reshape(-1))
+    return grad_a, grad_b, dot_sum
+
+
+class _TiledLSE(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        row_weight: float,
+        col_weight: float,
+        chunk: int,
+        use_triton: bool,
+    ) -> torch.Tensor:
+        if use_triton:
+            lse_row = _triton_lse(a, b, scale, bias)
+            lse_col = _triton_lse(b, a, scale, bias) if col_weight != 0.0 else lse_row[:0]
+        else:
+            lse_row, lse_col = _torch_lse_forward(a, b, scale, bias, chunk, col_weight != 0.0)
+        ctx.save_for_backward(a, b, scale, bias, lse_row, lse_col)
+        ctx.weights = (row_weight, col_weight)
+        ctx.chunk = chunk
+        ctx.use_triton = use_triton
+        total = row_weight * lse_row.sum()
+        if col_weight != 0.0:
+            total = total + col_weight * lse_col.sum()
+        return total.to(a.dtype if a.dtype == torch.float64 else torch.float32)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _first_order_only("tiled_logsumexp")
+        a, b, scale, bias, lse_row, lse_col = ctx.saved_tensors
+        row_w, col_w = ctx.weights
+        if ctx.use_triton:
+            grad_a, dot_sum = _triton_lse_grad(a, b, scale, bias, lse_row, lse_col, row_w, col_w)
+            grad_b, _ = _triton_lse_grad(b, a, scale, bias, lse_col, lse_row, col_w, row_w)
+        else:
+            grad_a, grad_b, dot_sum = _torch_lse_backward(
+                a, b, scale, bias, lse_row, lse_col, row_w, col_w, ctx.chunk
+            )
+        g = grad_out.to(lse_row.dtype)
+        sc = scale.to(lse_row.dtype)
+        grad_a = (grad_a * (g * sc)).to(a.dtype)
+        grad_b = (grad_b * (g * sc)).to(b.dtype)
+        grad_scale = (g * dot_sum).reshape(scale.shape).to(scale.dtype)
+        # Every softmax row (column) sums to one.
+        n, m = a.shape[0], b.shape[0]
+        grad_bias = (g * (row_w * n + col_w * m)).reshape(bias.shape).to(bias.dtype)
+        return grad_a, grad_b, grad_scale, grad_bias, None, None, None, None
+
+
+def _resolve(backend: str, a: torch.Tensor, b: torch.Tensor, op: str) -> bool:
+    which = resolve_backend(backend, a, b, op=op)
+    if which == "triton" and a.dtype == torch.float64:
+        if backend == "triton":
+            raise TypeError(f"backend='triton' for {op} supports fp32/fp16/bf16, got float64")
+        return False
+    return which == "triton"
+
+
+def _as_scalar(
+    name: str, value: torch.Tensor | float | None, like: torch.Tensor, default: float
+) -> torch.Tensor:
+    if value is None:
+        return torch.full((), default, dtype=like.dtype, device=like.device)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar tensor, got shape {tuple(value.shape)}")
+        return value.reshape(())
+    return torch.full((), float(value), dtype=like.dtype, device=like.device)
+
+
+def tiled_logsumexp(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float | None = None,
+    *,
+    row_weight: float = 1.0,
+    col_weight: float = 0.0,
+    chunk_size: int = DEFAULT_CHUNK,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Weighted sum of the row and column log-sum-exps of ``scale * a @ b.T + bias``.
+
+    The logits matrix is never formed: the torch path walks over column chunks and
+    recomputes them in backward; the Triton path keeps tiles in SRAM.
+
+    Args:
+        a: (N, D) floating tensor (rows of the logits).
+        b: (M, D) tensor of the same dtype (columns of the logits).
+        logit_scale: scalar multiplier (already exponentiated), tensor or float.
+        logit_bias: optional scalar added to every logit.
+        row_weight: weight of ``sum_i lse_row_i``.
+        col_weight: weight of ``sum_j lse_col_j``; ``0`` skips the column pass.
+        chunk_size: column chunk of the torch path (its extra memory is ``N * chunk_size``).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`vlp.kernels`).
+
+    Returns:
+        Scalar tensor (float32, or float64 for float64 inputs), differentiable with
+        respect to ``a``, ``b``, ``logit_scale`` and ``logit_bias``.
+
+    Reference: Inf-CL, Cheng et al. 2024 (tile-wise log-sum-exp, Eq. 4-5).
+    """
+    scale = _as_scalar("logit_scale", logit_scale, a, 1.0)
+    bias = _as_scalar("logit_bias", logit_bias, a, 0.0)
+    _validate(a, b, scale, bias, chunk_size)
+    use_triton = _resolve(backend, a, b, "tiled_logsumexp")
+    out: torch.Tensor = _TiledLSE.apply(
+        a, b, scale, bias, float(row_weight), float(col_weight), chunk_size, use_triton
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# SigLIP: the gradient is known in the forward pass
+# ----------------------------------------------------------------------------------------
+
+
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.logsigmoid(x)
+
+
+def _torch_sigmoid_forward(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    row_ids: torch.Tensor,
+    col_ids: torch.Tensor,
+    weight: float,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    acc = _acc_dtype(a.dtype)
+    a_ = a.to(acc)
+    sc, bi = scale.to(acc), bias.to(acc)
+    loss = torch.zeros((), dtype=acc, device=a.device)
+    grad_a = torch.zeros_like(a_)
+    grad_b = torch.empty(b.shape, dtype=acc, device=b.device)
+    dot_sum = torch.zeros((), dtype=acc, device=a.device)
+    g_sum = torch.zeros((), dtype=acc, device=a.device)
+    for j in _chunks(b.shape[0], chunk):
+        b_ = b[j : j + chunk].to(acc)
+        raw = a_ @ b_.T
+        z = (row_ids[:, None] == col_ids[None, j : j + chunk]).to(acc) * 2 - 1
+        x = z * (raw * sc + bi)
+        loss -= _log_sigmoid(x).sum()
+        # d/dlogit of -log sigmoid(z * logit) = -z * sigmoid(-z * logit)
+        g = -z * torch.sigmoid(-x)
+        grad_a.addmm_(g, b_)
+        grad_b[j : j + chunk] = g.T @ a_
+        dot_sum += (g * raw).sum()
+        g_sum += g.sum()
+    w = weight
+    return loss * w, grad_a * w, grad_b * w, dot_sum * w, g_sum * w
+
+
+class _TiledSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        row_ids: torch.Tensor,
+        col_ids: torch.Tensor,
+        weight: float,
+        chunk: int,
+        use_triton: bool,
+    ) -> torch.Tensor:
+        if use_triton:
+            loss, grad_a, dot_sum, g_sum = _triton_sigmoid(
+                a, b, scale, bias, row_ids, col_ids, weight, with_loss=True
+            )
+            _, grad_b, _, _ = _triton_sigmoid(
+                b, a, scale, bias, col_ids, row_ids, weight, with_loss=False
+            )
+        else:
+            loss, grad_a, grad_b, dot_sum, g_sum = _torch_sigmoid_forward(
+                a, b, scale, bias, row_ids, col_ids, weight, chunk
+            )
+        ctx.save_for_backward(grad_a, grad_b, dot_sum, g_sum, scale)
+        ctx.dtypes = (a.dtype, b.dtype, scale.dtype, bias.dtype)
+        ctx.shapes = (scale.shape, bias.shape)
+        return loss.to(a.dtype if a.dtype == torch.float64 else torch.float32)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _first_order_only("tiled_sigmoid_loss")
+        grad_a, grad_b, dot_sum, g_sum, scale = ctx.saved_tensors
+        a_dt, b_dt, s_dt, bias_dt = ctx.dtypes
+        s_shape, b_shape = ctx.shapes
+        g = grad_out.to(grad_a.dtype)
+        sc = scale.to(grad_a.dtype)
+        return (
+            (grad_a * (g * sc)).to(a_dt),
+            (grad_b * (g * sc)).to(b_dt),
+            (g * dot_sum).reshape(s_shape).to(s_dt),
+            (g * g_sum).reshape(b_shape).to(bias_dt),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def tiled_sigmoid_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float,
+    *,
+    row_ids: torch.Tensor | None = None,
+    col_ids: torch.Tensor | None = None,
+    weight: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sigmoid (SigLIP) loss summed over all pairs without forming the logits matrix.
+
+    Computes ``-weight * sum_ij log sigmoid(z_ij * (scale * a_i . b_j + bias))`` with
+    ``z_ij = 1`` where ``row_ids[i] == col_ids[j]`` and ``-1`` elsewhere. The gradient
+    is known during the forward pass, so forward computes it and backward only scales it
+    (no recompute); memory stays ``O((N + M) D)`` plus one chunk.
+
+    Args:
+        a: (N, D) floating tensor.
+        b: (M, D) tensor of the same dtype.
+        logit_scale: scalar multiplier (already exponentiated).
+        logit_bias: scalar bias.
+        row_ids: (N,) integer ids of the rows; default ``arange(N)``.
+        col_ids: (M,) integer ids of the columns; default ``arange(M)``.
+        weight: factor on the sum; default ``1 / N`` (open_clip's ``SigLipLoss``).
+        chunk_size: column chunk of the torch path.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        Scalar loss tensor (float32, or float64 for float64 inputs).
+
+    Reference: SigLIP, Zhai et al. 2023, Eq. 1.
+    """
+    scale = _as_scalar("logit_scale", logit_scale, a, 1.0)
+    bias = _as_scalar("logit_bias", logit_bias, a, 0.0)
+    _validate(a, b, scale, bias, chunk_size)
+    n, m = a.shape[0], b.shape[0]
+    rid = torch.arange(n, device=a.device) if row_ids is None else row_ids
+    cid = torch.arange(m, device=a.device) if col_ids is None else col_ids
+    _checks.check_shape("row_ids", rid, (n,))
+    _checks.check_shape("col_ids", cid, (m,))
+    if rid.is_floating_point() or cid.is_floating_point():
+        raise TypeError("row_ids and col_ids must be integer tensors")
+    use_triton = _resolve(backend, a, b, "tiled_sigmoid_loss")
+    w = 1.0 / n if weight is None else float(weight)
+    out: torch.Tensor = _TiledSigmoid.apply(a, b, scale, bias, rid, cid, w, chunk_size, use_triton)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Triton kernels (imported lazily)
+# ----------------------------------------------------------------------------------------
+
+
+def triton_cdiv(x: int, y: int) -> int:
+    return -(-x // y)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _tile_sizes(n: int, m: int, d: int) -> tuple[int, int, int]:
+    bm = min(64, max(16, _next_pow2(n)))
+    bn = min(64, max(16, _next_pow2(m)))
+    bd = min(64, max(16, _next_pow2(d)))
+    return bm, bn, bd
+
+
+def _kernels() -> Any:
+    from vlp.kernels import _contrastive_triton
+
+    return _contrastive_triton
+
+
+def _launch_flags(a: torch.Tensor) -> dict[str, bool]:
+    return {"UPCAST": triton_interpret_upcast(a.dtype), "IEEE": a.dtype == torch.float32}
+
+
+def _triton_lse(
+    a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    k = _kernels()
+    a, b = a.contiguous(), b.contiguous()
+    n, d = a.shape
+    m = b.shape[0]
+    bm, bn, bd = _tile_sizes(n, m, d)
+    out = torch.empty(n, dtype=torch.float32, device=a.device)
+    grid = (triton_cdiv(n, bm),)
+    k.lse_fwd[grid](
+        a, b, out, scale.float(), bias.float(), n, m, d, a.stride(0), b.stride(0),
+        BM=bm, BN=bn, BD=bd, **_launch_flags(a),
+    )  # fmt: skip
+    return out
+
+
+def _triton_lse_grad(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    lse_row: torch.Tensor,
+    lse_col: torch.Tensor,
+    row_weight: float,
+    col_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    k = _kernels()
+    a, b = a.contiguous(), b.contiguous()
+    n, d = a.shape
+    m = b.shape[0]
+    bm, bn, bd = _tile_sizes(n, m, d)
+    bdo = min(64, max(16, _next_pow2(d)))
+    grid = (triton_cdiv(n, bm), triton_cdiv(d, bdo))
+    grad = torch.empty((n, d), dtype=torch.float32, device=a.device)
+    dot = torch.empty((grid[1], n), dtype=torch.float32, device=a.device)
+    has_row, has_col = row_weight != 0.0, col_weight != 0.0
+    dummy = torch.zeros(1, dtype=torch.float32, device=a.device)
+    k.lse_bwd[grid](
+        a, b, lse_row if has_row else dummy, lse_col if has_col else dummy, grad, dot,
+        scale.float(), bias.float(), float(row_weight), float(col_weight), n, m, d,
+        a.stride(0), b.stride(0), grad.stride(0),
+        BM=bm, BN=bn, BD=bd, BDO=bdo, HAS_ROW=has_row, HAS_COL=has_col, **_launch_flags(a),
+    )  # fmt: skip
+    # Every d-block program recomputed the same per-row dot products; keep the first.
+    return grad, dot[0].sum()
+
+
+def _triton_sigmoid(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    row_ids: torch.Tensor,
+    col_ids: torch.Tensor,
+    weight: float,
+    *,
+    with_loss: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    k = _kernels()
+    a, b = a.contiguous(), b.contiguous()
+    n, d = a.shape
+    m = b.shape[0]
+    bm, bn, bd = _tile_sizes(n, m, d)
+    bdo = min(64, max(16, _next_pow2(d)))
+    grid = (triton_cdiv(n, bm), triton_cdiv(d, bdo))
+    grad = torch.empty((n, d), dtype=torch.float32, device=a.device)
+    parts = torch.empty((3, grid[1], n), dtype=torch.float32, device=a.device)
+    k.sigmoid_fwd[grid](
+        a, b, row_ids.contiguous(), col_ids.contiguous(), grad, parts[0], parts[1], parts[2],
+        scale.float(), bias.float(), n, m, d, a.stride(0), b.stride(0), grad.stride(0),
+        BM=bm, BN=bn, BD=bd, BDO=bdo, **_launch_flags(a),
+    )  # fmt: skip
+    w = weight
+    loss, dot, gsum = (parts[i, 0].sum() * w for i in range(3))
+    return loss, grad * w, dot, gsum
