@@ -1,3 +1,63 @@
 """Data: the embedded synthetic compositional data set and WebDataset pipelines."""
 
-__all__: list[str] = []
+from vlp.data.captions import (
+    NEGATIVE_TYPES,
+    OPPOSITE,
+    RELATION_PHRASES,
+    RELATIONS,
+    Caption,
+    NounPhrase,
+    caption_holds,
+    describe_scene,
+    hard_negatives,
+    short_caption,
+)
+from vlp.data.scene import (
+    COLOURS,
+    DEFAULT_HELD_OUT,
+    PLURALS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    SPLITS,
+    TEXTURES,
+    Scene,
+    ShapeObject,
+    render_scene,
+    sample_scene,
+)
+from vlp.data.shapes import ShapesDataset, class_prompts, collate_shapes, generate_sample
+from vlp.data.wds import decode_shapes_sample, shapes_from_shards, shard_urls, write_shards
+
+__all__ = [
+    "COLOURS",
+    "DEFAULT_HELD_OUT",
+    "NEGATIVE_TYPES",
+    "OPPOSITE",
+    "PLURALS",
+    "POSITIONS",
+    "RELATIONS",
+    "RELATION_PHRASES",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "TEXTURES",
+    "Caption",
+    "NounPhrase",
+    "Scene",
+    "ShapeObject",
+    "ShapesDataset",
+    "caption_holds",
+    "class_prompts",
+    "collate_shapes",
+    "decode_shapes_sample",
+    "describe_scene",
+    "generate_sample",
+    "hard_negatives",
+    "render_scene",
+    "sample_scene",
+    "shapes_from_shards",
+    "shard_urls",
+    "short_caption",
+    "write_shards",
+]
