@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/train_clip.py --plot $(VENV)/demo_curves.png
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
