@@ -7,15 +7,28 @@ configuration or learnable parameters.
 # Contrastive (CLIP)
 from vlp.losses.clip import ClipLoss, ClipLossOutput, clip_loss
 
+# COSMOS: multi-view InfoNCE and cross-modality self-distillation
+from vlp.losses.cosmos import (
+    COSMOSLoss,
+    COSMOSLossOutput,
+    cosmos_distillation_loss,
+    multiview_clip_loss,
+)
+
 # Contrastive (SigLIP)
 from vlp.losses.siglip import SigLipLoss, siglip_loss
 
 __all__ = [
+    # COSMOS: multi-view InfoNCE and cross-modality self-distillation
+    "COSMOSLoss",
+    "COSMOSLossOutput",
     # Contrastive (CLIP)
     "ClipLoss",
     "ClipLossOutput",
     # Contrastive (SigLIP)
     "SigLipLoss",
     "clip_loss",
+    "cosmos_distillation_loss",
+    "multiview_clip_loss",
     "siglip_loss",
 ]

@@ -1,0 +1,309 @@
+"""COSMOS losses: spec section 11.1-11.3 cases, a float64 reference written from the spec's
+formulas (not through clip_loss), gradients, the chunked path and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vlp.losses import (
+    COSMOSLoss,
+    COSMOSLossOutput,
+    clip_loss,
+    cosmos_distillation_loss,
+    multiview_clip_loss,
+)
+from vlp.testing import assert_close, triton_runnable
+
+F64 = torch.float64
+
+
+# ------------------------------------------------------------------ float64 reference
+
+
+def pair_loss(a: torch.Tensor, b: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
+    """Spec 2.1: l_s(A, B) = 1/2 [CE(s A B^T, diag) + CE(s B A^T, diag)], rows normalised."""
+    a = a / a.norm(dim=1, keepdim=True)
+    b = b / b.norm(dim=1, keepdim=True)
+    logits = s * a @ b.T
+    diag = logits.diagonal()
+    row = (logits.logsumexp(dim=1) - diag).mean()
+    col = (logits.logsumexp(dim=0) - diag).mean()
+    return (row + col) / 2
+
+
+def product_mean(xs: list[torch.Tensor], ys: list[torch.Tensor], s: float | torch.Tensor):
+    return sum(pair_loss(x, y, s) for x in xs for y in ys) / (len(xs) * len(ys))
+
+
+def reference_objective(img, txt, img_x, txt_x, t_img, t_txt, s, s_d):
+    """Spec 2.2, written out: L_CLIP over g1, g2 x 8 captions; L_COSMOS over 4 groups."""
+    l_clip = product_mean(img[:2], txt, s)
+    t_img = [t.detach() for t in t_img]
+    t_txt = [t.detach() for t in t_txt]
+    l_cosmos = (
+        product_mean(img_x, t_img, s_d)
+        + product_mean(img_x, t_txt, s_d)
+        + product_mean(txt_x, t_img, s_d)
+        + product_mean(txt_x, t_txt, s_d)
+    ) / 4
+    return l_clip, l_cosmos
+
+
+def views(n_views: int, n: int, d: int, g: torch.Generator, dtype=F64) -> list[torch.Tensor]:
+    return [torch.randn(n, d, generator=g, dtype=dtype) for _ in range(n_views)]
+
+
+def cosmos_inputs(g: torch.Generator, n: int = 5, d: int = 6):
+    return (
+        views(8, n, d, g),  # student plain image views g1, g2, l1..l6
+        views(8, n, d, g),  # student plain captions G1, G2, L1..L6
+        views(8, n, d, g),  # cross-modal image features
+        views(8, n, d, g),  # cross-modal text features
+        views(2, n, d, g),  # teacher image g1, g2
+        views(2, n, d, g),  # teacher text G1, G2
+    )
+
+
+# --------------------------------------------------------------------- spec 11.1
+
+
+def test_pairwise_closed_forms() -> None:
+    eye = torch.eye(2, dtype=F64)
+    swapped = eye.flip(0)
+    t1 = multiview_clip_loss([eye], [eye], 1.0)
+    assert float(t1) == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-12)
+    assert float(t1) == pytest.approx(0.3132617, abs=1e-7)
+    t2 = multiview_clip_loss([eye], [swapped], 1.0)
+    assert float(t2) == pytest.approx(1.3132617, abs=1e-7)
+    s = 1 / 0.07
+    assert float(multiview_clip_loss([eye], [eye], s)) == pytest.approx(6.2487e-07, rel=1e-4)
+    eye4 = torch.eye(4, dtype=F64)
+    t3 = multiview_clip_loss([eye4], [eye4], s)
+    assert float(t3) == pytest.approx(math.log1p(3 * math.exp(-s)), rel=1e-9)
+    assert float(t3) == pytest.approx(1.8746e-06, rel=1e-4)
+    collapsed = torch.ones(4, 3, dtype=F64)
+    for scale in (0.5, 1 / 0.07, 100.0):
+        t4 = multiview_clip_loss([collapsed, collapsed], [collapsed], scale)
+        assert float(t4) == pytest.approx(math.log(4), abs=1e-12)
+    one = torch.randn(1, 3, dtype=F64)
+    assert float(multiview_clip_loss([one], [one.flip(1)], 3.0)) == 0.0
+
+
+def test_pairwise_symmetry_and_permutation(generator: torch.Generator) -> None:
+    a, b = views(2, 6, 5, generator)
+    assert_close(multiview_clip_loss([a], [b], 7.0), multiview_clip_loss([b], [a], 7.0))
+    perm = torch.randperm(6, generator=generator)
+    assert_close(multiview_clip_loss([a], [b], 7.0), multiview_clip_loss([a[perm]], [b[perm]], 7.0))
+
+
+def test_multiview_matches_reference_and_clip_loss(generator: torch.Generator) -> None:
+    xs, ys = views(3, 5, 4, generator), views(2, 5, 4, generator)
+    got = multiview_clip_loss(xs, ys, 4.0)
+    assert_close(got, product_mean(xs, ys, 4.0), rtol=1e-12, atol=1e-12)
+    # A single pair is exactly clip_loss.
+    assert torch.equal(multiview_clip_loss(xs[:1], ys[:1], 4.0), clip_loss(xs[0], ys[0], 4.0))
+
+
+# ------------------------------------------------------------------ spec 11.2-11.3
+
+
+def test_collapsed_objective_is_two_log_four() -> None:
+    collapsed = torch.ones(4, 3, dtype=F64)
+    eight, two = [collapsed] * 8, [collapsed] * 2
+    loss_fn = COSMOSLoss(dtype=F64)
+    with torch.no_grad():
+        out = loss_fn(eight, eight, eight, eight, two, two)
+    assert isinstance(out, COSMOSLossOutput)
+    assert float(out.clip) == pytest.approx(math.log(4), abs=1e-12)
+    assert float(out.distillation) == pytest.approx(math.log(4), abs=1e-12)
+    assert float(out.loss) == pytest.approx(2.7725887, abs=1e-7)
+
+
+def test_objective_matches_float64_reference(generator: torch.Generator) -> None:
+    inputs = cosmos_inputs(generator)
+    for group in inputs:
+        for t in group:
+            t.requires_grad_()
+    loss_fn = COSMOSLoss(dtype=F64)
+    with torch.no_grad():
+        loss_fn.logit_scale.log_scale.fill_(math.log(9.0))
+        loss_fn.distill_logit_scale.log_scale.fill_(math.log(5.0))
+    out = loss_fn(*inputs)
+    l_clip, l_cosmos = reference_objective(*inputs, 9.0, 5.0)
+    assert_close(out.clip, l_clip, rtol=1e-12, atol=1e-12)
+    assert_close(out.distillation, l_cosmos, rtol=1e-12, atol=1e-12)
+    assert_close(out.loss, l_clip + l_cosmos, rtol=1e-12, atol=1e-12)
+    # Gradients of every student input too.
+    # (The plain local image views l1..l6 are not in the objective: no gradient.)
+    flat = [*inputs[0][:2], *(t for group in inputs[1:4] for t in group)]
+    got = torch.autograd.grad(out.loss, flat, retain_graph=True)
+    want = torch.autograd.grad(l_clip + l_cosmos, flat)
+    for index, (g_got, g_want) in enumerate(zip(got, want)):
+        assert_close(g_got, g_want, rtol=1e-10, atol=1e-12, msg=f"input {index}")
+    unused = torch.autograd.grad(out.loss, inputs[0][2:], allow_unused=True)
+    assert all(g is None for g in unused)
+    # The functional form equals the module's term.
+    assert_close(cosmos_distillation_loss(*inputs[2:], 5.0), l_cosmos, rtol=1e-12, atol=1e-12)
+
+
+def test_structure_local_crops_teacher_and_temperatures(generator: torch.Generator) -> None:
+    img, txt, img_x, txt_x, t_img, t_txt = cosmos_inputs(generator)
+    for t in [*t_img, *t_txt]:
+        t.requires_grad_()
+    loss_fn = COSMOSLoss(dtype=F64)
+    out = loss_fn(img, txt, img_x, txt_x, t_img, t_txt)
+
+    # L_CLIP ignores local image crops; L_COSMOS depends on their cross-modal features.
+    moved = [*img[:2], *(v + 3.0 for v in img[2:])]
+    moved_x = [*img_x[:2], *(v.flip(1) for v in img_x[2:])]
+    out_moved = loss_fn(moved, txt, moved_x, txt_x, t_img, t_txt)
+    assert torch.equal(out_moved.clip, out.clip)
+    assert abs((out_moved.distillation - out.distillation).item()) > 1e-3
+
+    # Teachers get no gradient; each temperature only from its own term.
+    out.clip.backward(retain_graph=True)
+    assert all(t.grad is None for t in [*t_img, *t_txt])
+    assert loss_fn.distill_logit_scale.log_scale.grad is None
+    assert loss_fn.logit_scale.log_scale.grad is not None
+    loss_fn.zero_grad()
+    out.distillation.backward()
+    assert all(t.grad is None for t in [*t_img, *t_txt])
+    assert loss_fn.logit_scale.log_scale.grad is None
+    assert float(loss_fn.distill_logit_scale.log_scale.grad.abs()) > 0
+
+
+def test_temperatures_initial_value_and_clamp() -> None:
+    loss_fn = COSMOSLoss(dtype=F64)
+    for scale in (loss_fn.logit_scale, loss_fn.distill_logit_scale):
+        assert scale.log_scale.item() == pytest.approx(2.6592600, abs=1e-7)
+    with torch.no_grad():
+        loss_fn.logit_scale.log_scale.fill_(9.0)
+        loss_fn.distill_logit_scale.log_scale.fill_(-2.0)
+    loss_fn.clamp_()
+    assert loss_fn.logit_scale.log_scale.item() == pytest.approx(4.6051702, abs=1e-7)
+    assert loss_fn.distill_logit_scale.log_scale.item() == pytest.approx(0.0, abs=1e-12)
+
+
+# ----------------------------------------------------------------- autograd and tiling
+
+
+def test_gradcheck(generator: torch.Generator) -> None:
+    xs = [v.requires_grad_() for v in views(2, 3, 4, generator)]
+    ys = [v.requires_grad_() for v in views(2, 3, 4, generator)]
+    scale = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    torch.autograd.gradcheck(
+        lambda a0, a1, b0, b1, s: multiview_clip_loss([a0, a1], [b0, b1], s),
+        (*xs, *ys, scale),
+    )
+    teacher = views(2, 3, 4, generator)
+    torch.autograd.gradcheck(
+        lambda a0, a1, b0, s: cosmos_distillation_loss([a0, a1], [b0], teacher[:1], teacher, s),
+        (*xs, ys[0], scale),
+    )
+
+
+def test_chunked_path_equals_dense(generator: torch.Generator) -> None:
+    xs = [v.requires_grad_() for v in views(3, 7, 5, generator)]
+    ys = [v.requires_grad_() for v in views(2, 7, 5, generator)]
+    scale = torch.tensor(6.0, dtype=F64, requires_grad=True)
+    dense = multiview_clip_loss(xs, ys, scale, label_smoothing=0.1)
+    chunked = multiview_clip_loss(xs, ys, scale, label_smoothing=0.1, chunk_size=3)
+    assert_close(chunked, dense, rtol=1e-12, atol=1e-12)
+    wrt = [*xs, *ys, scale]
+    for g_c, g_d in zip(torch.autograd.grad(chunked, wrt), torch.autograd.grad(dense, wrt)):
+        assert_close(g_c, g_d, rtol=1e-10, atol=1e-12)
+    loss_fn = COSMOSLoss(dtype=F64, chunk_size=2)
+    inputs = cosmos_inputs(generator, n=4, d=3)
+    assert_close(loss_fn(*inputs).loss, COSMOSLoss(dtype=F64)(*inputs).loss, rtol=1e-12)
+
+
+@pytest.mark.skipif(not triton_runnable(), reason="triton cannot run here")
+def test_triton_tiled_path_equals_dense(generator: torch.Generator) -> None:
+    xs = [v.float().requires_grad_() for v in views(2, 5, 4, generator)]
+    ys = [v.float().requires_grad_() for v in views(1, 5, 4, generator)]
+    dense = multiview_clip_loss(xs, ys, 5.0)
+    fused = multiview_clip_loss(xs, ys, 5.0, backend="triton")
+    assert_close(fused, dense)
+    for g_f, g_d in zip(torch.autograd.grad(fused, xs + ys), torch.autograd.grad(dense, xs + ys)):
+        assert_close(g_f, g_d)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_bad_input(generator: torch.Generator) -> None:
+    a, b = views(2, 4, 3, generator)
+    with pytest.raises(TypeError, match="views_a must be a list"):
+        multiview_clip_loss(a, [b], 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="views_b must hold at least one view"):
+        multiview_clip_loss([a], [], 1.0)
+    with pytest.raises(TypeError, match=r"views_b\[1\] must be a torch.Tensor"):
+        multiview_clip_loss([a], [b, "x"], 1.0)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"every view of views_a .* index 1"):
+        multiview_clip_loss([a, a[:3]], [b], 1.0)
+    with pytest.raises(ValueError, match="must hold views of one shape"):
+        multiview_clip_loss([a], [b[:, :2]], 1.0)
+    with pytest.raises(ValueError, match=r"views_a\[0\] must have shape \(N, D\)"):
+        multiview_clip_loss([a[0]], [b[0]], 1.0)
+    with pytest.raises(ValueError, match="logit_scale must be > 0"):
+        multiview_clip_loss([a], [b], -1.0)
+    with pytest.raises(ValueError, match="teacher_text must hold at least one view"):
+        cosmos_distillation_loss([a], [b], [a], [], 1.0)
+    with pytest.raises(ValueError, match="clip_image_views=2"):
+        COSMOSLoss(dtype=F64)([a], [b], [a], [b], [a], [b])
+    with pytest.raises(ValueError, match="clip_image_views must be >= 1"):
+        COSMOSLoss(clip_image_views=0)
+
+
+# ------------------------------------------------------------------------- distributed
+
+RANK_SIZES = (3, 4)  # uneven on purpose
+
+
+def global_views() -> list[list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    n = sum(RANK_SIZES)
+    return [views(3, n, 5, g), views(2, n, 5, g), views(2, n, 5, g), views(1, n, 5, g)]
+
+
+def distributed_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
+    start = sum(RANK_SIZES[:rank])
+    rows = slice(start, start + RANK_SIZES[rank])
+    out: dict[str, torch.Tensor] = {}
+    for local_loss in (True, False):
+        img_x, txt_x, t_img, t_txt = (
+            [v[rows].clone().requires_grad_() for v in group] for group in global_views()
+        )
+        loss = cosmos_distillation_loss(img_x, txt_x, t_img, t_txt, 6.0, local_loss=local_loss)
+        loss.backward()
+        out[f"loss_{local_loss}"] = loss.detach()
+        out[f"grad_{local_loss}"] = torch.stack([v.grad for v in img_x])
+        out[f"teacher_grad_{local_loss}"] = torch.tensor([v.grad is None for v in t_img])
+    return out
+
+
+def test_distributed_equals_single_process_on_the_global_batch() -> None:
+    from vlp.testing import run_distributed
+
+    results = run_distributed(distributed_worker)
+    img_x, txt_x, t_img, t_txt = (
+        [v.clone().requires_grad_() for v in group] for group in global_views()
+    )
+    single = cosmos_distillation_loss(img_x, txt_x, t_img, t_txt, 6.0)
+    single.backward()
+    grad = torch.stack([v.grad for v in img_x])
+    world = len(RANK_SIZES)
+    # local_loss=True: the per-rank values average to the global loss; each rank's rows get
+    # W times the single-process gradient (DDP then averages parameter gradients over ranks).
+    assert_close(sum(r["loss_True"] for r in results) / world, single.detach(), rtol=1e-12)
+    # local_loss=False (the reference's setting): every rank's value is the global loss.
+    for r, res in enumerate(results):
+        assert_close(res["loss_False"], single.detach(), rtol=1e-12)
+        start = sum(RANK_SIZES[:r])
+        rows = grad[:, start : start + RANK_SIZES[r]]
+        assert_close(res["grad_True"] / world, rows, rtol=1e-10, atol=1e-13)
+        assert_close(res["grad_False"] / world, rows, rtol=1e-10, atol=1e-13)
+        assert bool(res["teacher_grad_True"].all()) and bool(res["teacher_grad_False"].all())

@@ -1,0 +1,190 @@
+"""Exponential-moving-average teachers (mean teacher / DINO / COSMOS).
+
+COSMOS (Kim et al., CVPR 2025; spec section 7) keeps an EMA copy of the whole student,
+``theta_t <- m * theta_t + (1 - m) * theta_s`` over every parameter, with a fixed momentum
+(0.999 at a 1k batch, 0.99 at 4k) or DINO's cosine ramp to 1.
+
+**When to update.** The COSMOS reference calls the update after ``loss.backward()`` and
+*before* ``optimizer.step()``, so the teacher averages the student weights of the start of
+the step (a one-step lag behind the usual "EMA after the step"). For parity, call
+``ema_update`` / ``EMATeacher.update`` between ``backward()`` and ``step()``; calling it
+after the step is the common alternative (timm, DINO) and differs only by that lag.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["EMATeacher", "cosine_momentum", "ema_update"]
+
+
+def _check_momentum(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def cosine_momentum(step: int, total_steps: int, base: float) -> float:
+    r"""DINO's cosine momentum ramp from ``base`` at step 0 to 1 at ``total_steps``.
+
+    $$m(t) = 1 + \tfrac12\big(1 + \cos(\pi t / T)\big)(m_0 - 1),$$
+
+    so ``m(0) = base``, ``m(T/2) = (1 + base) / 2`` and ``m(T) = 1``, with no warm-up
+    (Caron et al., ICCV 2021, section 3.1; used by COSMOS without ``--fix-momentum``).
+
+    Args:
+        step: current step, ``0 <= step <= total_steps``.
+        total_steps: length ``T`` of the schedule, ``> 0``.
+        base: momentum ``m_0`` at step 0, in ``[0, 1]``.
+
+    Returns:
+        The momentum, a float in ``[base, 1]``.
+
+    Raises:
+        TypeError: non-integer steps or a non-float base.
+        ValueError: ``total_steps <= 0``, ``step`` outside ``[0, total_steps]`` or ``base``
+            outside ``[0, 1]``.
+    """
+    for name, value in (("step", step), ("total_steps", total_steps)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    if not 0 <= step <= total_steps:
+        raise ValueError(f"step must lie in [0, total_steps={total_steps}], got {step}")
+    base = _check_momentum("base", base)
+    return 1.0 + 0.5 * (1.0 + math.cos(math.pi * step / total_steps)) * (base - 1.0)
+
+
+def _pairs(teacher: nn.Module, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    for name, module in (("teacher", teacher), ("student", student)):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
+    t_params: list[torch.Tensor] = list(teacher.parameters())
+    s_params: list[torch.Tensor] = list(student.parameters())
+    if len(t_params) != len(s_params):
+        raise ValueError(
+            f"teacher and student must have the same parameters, got {len(t_params)} and "
+            f"{len(s_params)} parameter tensors"
+        )
+    for index, (t, s) in enumerate(zip(t_params, s_params)):
+        if t.shape != s.shape or t.dtype != s.dtype or t.device != s.device:
+            raise ValueError(
+                f"parameter {index} differs between teacher and student: teacher "
+                f"{tuple(t.shape)} {t.dtype} on {t.device}, student {tuple(s.shape)} {s.dtype} "
+                f"on {s.device}"
+            )
+    return t_params, s_params
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    r"""In place, ``teacher <- momentum * teacher + (1 - momentum) * student`` for every parameter.
+
+    Parameters are paired in ``parameters()`` order, as the COSMOS reference does (Kim
+    et al., CVPR 2025; spec section 7), frozen ones included; buffers are left alone. One
+    ``torch._foreach_lerp_`` over all tensors of a (device, dtype) group: a single
+    memory-bound pass. A student wrapped in ``DistributedDataParallel`` (or compiled) works,
+    since only the order of parameters matters. See the module note on calling it before
+    or after ``optimizer.step()``.
+
+    Args:
+        teacher: the EMA module (updated in place).
+        student: a module with the same parameters (shape, dtype, device) in the same order.
+        momentum: ``m`` in ``[0, 1]``: 1 keeps the teacher, 0 copies the student.
+
+    Raises:
+        TypeError: non-module arguments or a non-float momentum.
+        ValueError: mismatched parameters, or momentum outside ``[0, 1]``.
+    """
+    momentum = _check_momentum("momentum", momentum)
+    t_params, s_params = _pairs(teacher, student)
+    if not t_params:
+        return
+    # lerp(t, s, w) = t + w (s - t) = (1 - w) t + w s with w = 1 - m.
+    torch._foreach_lerp_(t_params, [s.detach() for s in s_params], 1.0 - momentum)
+
+
+class EMATeacher(nn.Module):
+    """An EMA copy of a student model, frozen, evaluated without gradients.
+
+    ``EMATeacher(student)`` deep-copies the student (do it before wrapping the student in
+    DDP, as the COSMOS reference does), freezes the copy and keeps it in eval mode.
+    ``update(student, step)`` applies [`ema_update`][vlp.heads.ema.ema_update] with a fixed
+    momentum, or with [`cosine_momentum`][vlp.heads.ema.cosine_momentum] when
+    ``total_steps`` is given. Calling the teacher runs the copy under ``torch.no_grad()``;
+    reach its other methods through ``teacher.module`` (e.g.
+    ``teacher.module.encode_image(x)`` inside ``torch.no_grad()``).
+    COSMOS momentum: 0.999 (1k batch) or 0.99 (4k batch), fixed, updated before
+    ``optimizer.step()`` (see the module note).
+
+    Args:
+        student: the model to copy.
+        momentum: fixed momentum, or the base of the cosine ramp.
+        total_steps: if given, ``update`` follows ``cosine_momentum(step, total_steps,
+            momentum)`` and needs ``step``.
+
+    Example:
+        >>> student = nn.Linear(4, 2)
+        >>> teacher = EMATeacher(student, momentum=0.99)
+        >>> loss = student(torch.randn(3, 4)).sum()
+        >>> loss.backward()
+        >>> teacher.update(student)  # before optimizer.step(), as COSMOS
+        >>> teacher(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self, student: nn.Module, momentum: float = 0.999, *, total_steps: int | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(student, nn.Module):
+            raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
+        self.momentum = _check_momentum("momentum", momentum)
+        if total_steps is not None:
+            cosine_momentum(0, total_steps, self.momentum)  # validates total_steps
+        self.total_steps = total_steps
+        self.module = copy.deepcopy(student)
+        self.module.requires_grad_(False)
+        self.module.eval()
+
+    def momentum_at(self, step: int | None = None) -> float:
+        """The momentum ``update`` uses at ``step`` (fixed unless ``total_steps`` was given)."""
+        if self.total_steps is None:
+            return self.momentum
+        if step is None:
+            raise ValueError("step is required when the momentum follows a cosine schedule")
+        return cosine_momentum(step, self.total_steps, self.momentum)
+
+    def update(self, student: nn.Module, step: int | None = None) -> float:
+        """EMA-update the teacher from ``student``; returns the momentum used.
+
+        Args:
+            student: the trained model (same parameters as the copy, DDP wrapper allowed).
+            step: current step, needed with a cosine schedule.
+        """
+        momentum = self.momentum_at(step)
+        ema_update(self.module, student, momentum)
+        return momentum
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the teacher copy under ``torch.no_grad()``."""
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> EMATeacher:
+        """Keep the teacher copy in eval mode whatever ``mode`` is (it never trains)."""
+        super().train(mode)
+        self.module.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        """Show the momentum configuration."""
+        return f"momentum={self.momentum}, total_steps={self.total_steps}"
