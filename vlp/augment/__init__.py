@@ -1,3 +1,14 @@
 """Augmentations: multi-crop image views, text cropping and caption sampling."""
 
-__all__: list[str] = []
+# COSMOS: multi-crop views and text crops
+from vlp.augment.multicrop import CLIP_MEAN, CLIP_STD, MultiCropTransform
+from vlp.augment.text import split_sentences, text_crop
+
+__all__ = [
+    # COSMOS: multi-crop views and text crops
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "MultiCropTransform",
+    "split_sentences",
+    "text_crop",
+]
