@@ -230,16 +230,19 @@ class MultiCropTransform:
         if rng.chance(self.flip_p):
             x = TF.horizontal_flip(x)
         if rng.chance(self.jitter_p):
-            order = rng.permutation(4)
-            factors = [
-                rng.uniform(1 - self.brightness, 1 + self.brightness),
-                rng.uniform(1 - self.contrast, 1 + self.contrast),
-                rng.uniform(1 - self.saturation, 1 + self.saturation),
-                rng.uniform(-self.hue, self.hue),
+            # torchvision's ColorJitter: a random order; a zero strength is skipped (no draw).
+            jitters = [
+                (TF.adjust_brightness, (1 - self.brightness, 1 + self.brightness)),
+                (TF.adjust_contrast, (1 - self.contrast, 1 + self.contrast)),
+                (TF.adjust_saturation, (1 - self.saturation, 1 + self.saturation)),
+                (TF.adjust_hue, (-self.hue, self.hue)),
             ]
-            ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+            order = rng.permutation(4)
+            factors = [None if lo == hi else rng.uniform(lo, hi) for _, (lo, hi) in jitters]
             for index in order:
-                x = ops[index](x, factors[index])
+                factor = factors[index]
+                if factor is not None:
+                    x = jitters[index][0](x, factor)
         if rng.chance(self.grayscale_p):
             x = TF.rgb_to_grayscale(x, num_output_channels=3)
         if rng.chance(blur_p):

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from test_example_train_clip import METRICS  # noqa: E402
+
+
+def _run_recipe(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "metrics.json"
+    argv = ["pretrain_cosmos.py", "--threads", "1", "--json", str(out), *args]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(str(ROOT / "examples" / "pretrain_cosmos.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    return json.loads(out.read_text())
+
+
+def test_recipe_runs_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run_recipe(
+        tmp_path, "--steps", "2", "--batch-size", "6", "--eval-size", "20", "--num-local", "2",
+        "--num-text-local", "2", "--warmup", "1",
+    )  # fmt: skip
+    metrics = result["metrics"]
+    assert list(metrics) == ["clip", "cosmos", "cosmos teacher"]
+    for run in metrics.values():
+        assert list(run) == METRICS
+        assert all(0.0 <= v <= 1.0 for v in run.values())
+    history = result["history"]["cosmos"]
+    assert len(history["loss"]) == 2 and len(result["history"]["clip"]["loss"]) == 2
+    for total, clip, distill in zip(history["loss"], history["clip"], history["distillation"]):
+        assert total == pytest.approx(clip + distill, rel=1e-6)
+        # Near initialisation every term is close to the chance level ln(B) = ln 6.
+        assert abs(clip - math.log(6)) < 1.0 and abs(distill - math.log(6)) < 1.0
+    # The table prints the runs side by side.
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("metric")]
+    assert header[-1].split() == ["metric", "clip", "cosmos", "cosmos", "teacher"]
+
+
+def test_recipe_rejects_unknown_methods(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _run_recipe(tmp_path, "--methods", "dino")
