@@ -50,3 +50,25 @@ def test_recipe_runs_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_recipe_rejects_unknown_methods(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         _run_recipe(tmp_path, "--methods", "dino")
+
+
+@pytest.mark.slow
+def test_recipe_comparison_reproduces_the_documented_table(tmp_path: Path) -> None:
+    # docs/cosmos.md: `python examples/pretrain_cosmos.py --threads 1` (about 4 CPU minutes).
+    result = _run_recipe(tmp_path)
+    clip, cosmos = result["metrics"]["clip"], result["metrics"]["cosmos"]
+    history = result["history"]["cosmos"]
+    assert history["loss"][0] > 7.0 and sum(history["loss"][-20:]) / 20 < 3.0
+    assert sum(history["distillation"][-20:]) / 20 < 1.2
+    documented = {
+        "i2t R@10": (0.480, 0.382),
+        "t2i R@10": (0.471, 0.447),
+        "comp count_change": (0.533, 0.661),
+        "comp mean": (0.599, 0.608),
+    }
+    for metric, (want_clip, want_cosmos) in documented.items():
+        assert clip[metric] == pytest.approx(want_clip, abs=0.03), metric
+        assert cosmos[metric] == pytest.approx(want_cosmos, abs=0.03), metric
+    # The one clear effect of this run: COSMOS's description sentences teach counting.
+    assert cosmos["comp count_change"] > clip["comp count_change"] + 0.08
+    assert cosmos["zero-shot colour"] > 0.9 and clip["zero-shot colour"] > 0.9
