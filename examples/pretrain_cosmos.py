@@ -252,3 +252,14 @@ common.print_table(results)
 if args.json:
     report["metrics"] = results
     Path(args.json).write_text(json.dumps(report, indent=1))
+if "clip" in results and "cosmos" in results:
+    recalls = [m for m in results["clip"] if "R@" in m]
+
+    def mean(run: str, keys: list[str]) -> float:
+        return 100 * sum(results[run][k] for k in keys) / len(keys)
+
+    print(
+        f"\nCOSMOS - CLIP at {args.steps} steps: mean recall "
+        f"{mean('cosmos', recalls) - mean('clip', recalls):+.1f} points, comp mean "
+        f"{100 * (results['cosmos']['comp mean'] - results['clip']['comp mean']):+.1f} points"
+    )

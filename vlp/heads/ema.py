@@ -136,7 +136,8 @@ class EMATeacher(nn.Module):
         >>> teacher = EMATeacher(student, momentum=0.99)
         >>> loss = student(torch.randn(3, 4)).sum()
         >>> loss.backward()
-        >>> teacher.update(student)  # before optimizer.step(), as COSMOS
+        >>> teacher.update(student)  # before optimizer.step(), as COSMOS; returns m
+        0.99
         >>> teacher(torch.randn(3, 4)).shape
         torch.Size([3, 2])
     """
