@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlp.losses import (
     COSMOSLoss,
@@ -105,6 +107,29 @@ def test_multiview_matches_reference_and_clip_loss(generator: torch.Generator) -
     assert_close(got, product_mean(xs, ys, 4.0), rtol=1e-12, atol=1e-12)
     # A single pair is exactly clip_loss.
     assert torch.equal(multiview_clip_loss(xs[:1], ys[:1], 4.0), clip_loss(xs[0], ys[0], 4.0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    d=st.integers(1, 6),
+    n_a=st.integers(1, 4),
+    n_b=st.integers(1, 4),
+    scale=st.floats(0.5, 100.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_objective_matches_reference_on_random_cases(n, d, n_a, n_b, scale, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    img_x, txt_x = views(n_a, n, d, g), views(n_b, n, d, g)
+    t_img, t_txt = views(n_b, n, d, g), views(n_a, n, d, g)
+    got = cosmos_distillation_loss(img_x, txt_x, t_img, t_txt, scale)
+    want = (
+        product_mean(img_x, t_img, scale)
+        + product_mean(img_x, t_txt, scale)
+        + product_mean(txt_x, t_img, scale)
+        + product_mean(txt_x, t_txt, scale)
+    ) / 4
+    assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------ spec 11.2-11.3

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -111,6 +113,30 @@ def test_grouped_equals_repeated_kv_spec_shape(generator: torch.Generator) -> No
     assert_close(F.normalize(unnormalised(q, x), dim=-1), pool(q, x), rtol=0, atol=1e-15)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    views=st.integers(1, 9),
+    s=st.integers(1, 12),
+    heads=st.integers(1, 3),
+    head_dim=st.integers(1, 5),
+    kdim=st.integers(1, 7),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_grouped_equals_reference_on_random_cases(b, views, s, heads, head_dim, kdim, masked, seed):
+    dim = heads * head_dim
+    pool = random_pooler(dim, heads, kdim, seed=seed % 1000)
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, views, dim, generator=g, dtype=F64)
+    x = torch.randn(b, s, kdim, generator=g, dtype=F64)
+    mask = None
+    if masked:
+        mask = torch.rand(b, s, generator=g) < 0.5
+        mask[torch.arange(b), torch.randint(0, s, (b,), generator=g)] = False
+    assert_close(pool(q, x, mask), reference_mha(pool, q, x, mask), rtol=0, atol=1e-13)
+
+
 class LargestTensor(TorchDispatchMode):
     """Records the largest number of elements of any floating tensor an op produces.
 
@@ -186,6 +212,28 @@ def test_triton_matches_torch(b, views, s, d, heads, kdim, masked, generator) ->
     names = ["queries", "tokens", *(n for n, _ in pool.named_parameters())]
     for name, g_tri, g_ref in zip(names, results["triton"][1], results["torch"][1]):
         assert_close(g_tri, g_ref, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not triton_runnable(), reason="triton cannot run here")
+@settings(max_examples=6, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    views=st.integers(1, 9),
+    s=st.integers(1, 20),
+    heads=st.integers(1, 2),
+    head_dim=st.sampled_from([4, 8, 16]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_triton_matches_torch_on_random_shapes(b, views, s, heads, head_dim, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    pool = random_pooler(heads * head_dim, heads, 6, seed=seed % 1000, dtype=torch.float32)
+    q = torch.randn(b, views, heads * head_dim, generator=g, requires_grad=True)
+    x = torch.randn(b, s, 6, generator=g, requires_grad=True)
+    outs = [pool(q, x, backend=backend) for backend in ("torch", "triton")]
+    assert_close(outs[1], outs[0])
+    grads = [torch.autograd.grad(o.pow(2).sum(), [q, x, pool.attn.in_proj_bias]) for o in outs]
+    for g_tri, g_ref in zip(grads[1], grads[0]):
+        assert_close(g_tri, g_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_cosmos_head_parameters_and_reference_keys() -> None:
