@@ -344,3 +344,19 @@ def test_fuzz_never_raises_never_returns_the_input(caption, seed):
     for src, row, valid in zip([caption, caption.upper()], texts, mask.tolist()):
         for t, v in zip(row, valid):
             assert (t != "") == v and (not v or t != src)
+
+
+def test_swap_recases_sentence_initial_spans_in_descriptions():
+    cap = "A red circle is above a blue square. The square is small."
+    got = outputs(swap, cap, seeds=range(200))
+    assert "A blue square is above a red circle. The square is small." in got
+    for g in got:
+        for sentence in g.split(". "):
+            assert sentence[:1].isupper(), g
+
+
+def test_replace_acronyms_are_not_shouted():
+    got = outputs(replace, "An empty room with a couch and a TV", seeds=range(300))
+    tv = {g.split(" and ")[1].split(" ", 1)[1] for g in got if not g.endswith(" TV")}
+    assert tv and all(w[0].isupper() and not w[1:].isupper() for w in tv), tv
+    assert "Computer" in tv

@@ -92,9 +92,13 @@ def _wants_an(word: str) -> bool:
     return w[0] in "aeiou" and not w.startswith(_A_EXCEPTIONS)
 
 
-def _recase(original: str, new: str) -> str:
-    """``new`` with the letter case of ``original`` (upper, capitalised or as is)."""
-    if len(original) > 1 and original.isupper():
+def _recase(original: str, new: str, shouting: bool = True) -> str:
+    """``new`` with the letter case of ``original`` (upper, capitalised or as is).
+
+    An all-capitals word of up to three letters ("TV") is taken for an acronym, so its
+    replacement is only capitalised, unless ``shouting`` (the whole caption is in capitals).
+    """
+    if len(original) > 1 and original.isupper() and (len(original) > 3 or shouting):
         return new.upper()
     if original[:1].isupper():
         return new[:1].upper() + new[1:]
@@ -202,18 +206,34 @@ def _span_sources(an: Analysis, lexicon: Lexicon, relations: bool) -> list[list[
     return [nps, verbs, singular, plural, adverbs, adjectives, spatial]
 
 
+def _sentence_initial(an: Analysis, word: int) -> bool:
+    """Whether word index ``word`` starts a sentence (first word, or after . ! ?)."""
+    k = word - 1
+    while k >= 0 and an.tags[k] == PUNCT and an.lower[k] not in ".!?":
+        k -= 1
+    return k < 0 or an.lower[k] in ".!?"
+
+
+def _moved_case(an: Analysis, lexicon: Lexicon, src: int, dst: int, span: str) -> str:
+    """Re-case a span moved from word ``src`` to word ``dst`` for its new position."""
+    if not span:
+        return span
+    lead_src, lead_dst = _sentence_initial(an, src), _sentence_initial(an, dst)
+    if lead_dst and not lead_src and an.words[dst][0][:1].isupper() and span[0].islower():
+        return span[0].upper() + span[1:]
+    if lead_src and not lead_dst and span[0].isupper():
+        word = an.words[src][0]
+        if (len(word) == 1 or word[1:].islower()) and an.lower[src] in lexicon.words:
+            return span[0].lower() + span[1:]
+    return span
+
+
 def _swap_text(an: Analysis, a: tuple[int, int], b: tuple[int, int], lexicon: Lexicon) -> str:
     text, words = an.text, an.words
     a0, a1 = words[a[0]][1], words[a[1] - 1][2]
     b0, b1 = words[b[0]][1], words[b[1] - 1][2]
-    span_a, span_b = text[a0:a1], text[b0:b1]
-    new_a, new_b = span_b, span_a
-    first = next((i for i, t in enumerate(an.tags) if t != PUNCT), -1)
-    if a[0] == first and span_a[:1].isupper() and span_b[:1].islower():
-        new_a = span_b[:1].upper() + span_b[1:]
-        lead = an.lower[a[0]]
-        if (len(lead) == 1 or words[a[0]][0][1:].islower()) and lead in lexicon.words:
-            new_b = span_a[:1].lower() + span_a[1:]
+    new_a = _moved_case(an, lexicon, b[0], a[0], text[b0:b1])
+    new_b = _moved_case(an, lexicon, a[0], b[0], text[a0:a1])
     edited = set(range(a[0], a[1])) | set(range(b[0], b[1]))
     edits: list[Edit] = [(a0, a1, new_a), (b0, b1, new_b)]
     for start, new in ((a[0], new_a), (b[0], new_b)):
@@ -231,13 +251,17 @@ def _swap(an: Analysis, rng: random.Random, lexicon: Lexicon, relations: bool) -
             continue
         pair = rng.sample(spans, 2) if len(spans) > 2 else spans
         a, b = sorted(pair)
-        if text[words[a[0]][1] : words[a[1] - 1][2]] != text[words[b[0]][1] : words[b[1] - 1][2]]:
+        span_a = text[words[a[0]][1] : words[a[1] - 1][2]]
+        span_b = text[words[b[0]][1] : words[b[1] - 1][2]]
+        if span_a.lower() != span_b.lower():
             candidates.append((a, b))
-    if not candidates:
-        return None
-    a, b = candidates[rng.randrange(len(candidates))] if len(candidates) > 1 else candidates[0]
-    out = _swap_text(an, a, b, lexicon)
-    return out if out != text else None
+    while candidates:
+        k = rng.randrange(len(candidates)) if len(candidates) > 1 else 0
+        out = _swap_text(an, *candidates[k], lexicon)
+        if out != text:
+            return out
+        del candidates[k]
+    return None
 
 
 def swap(
@@ -312,7 +336,7 @@ def _count_options(
 
 def _noun_form(an: Analysis, head: int, lexicon: Lexicon, plural: bool) -> str:
     sing, plur = lexicon.noun_forms[an.lower[head]]
-    return _recase(an.words[head][0], plur if plural and plur else sing)
+    return _recase(an.words[head][0], plur if plural and plur else sing, an.text.isupper())
 
 
 def _copula_edit(an: Analysis, j: int) -> Edit | None:
@@ -426,7 +450,7 @@ def _realise(an: Analysis, element: _Element, choice: int, lexicon: Lexicon) -> 
                     edits.append(fix)
     else:
         new = str(option)
-    new = _recase(original, new)
+    new = _recase(original, new, an.text.isupper())
     edits.append((start, end, new))
     fix = _article_edit(an, i, new, edited)
     if fix is not None:
