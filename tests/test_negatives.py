@@ -360,3 +360,51 @@ def test_replace_acronyms_are_not_shouted():
     tv = {g.split(" and ")[1].split(" ", 1)[1] for g in got if not g.endswith(" TV")}
     assert tv and all(w[0].isupper() and not w[1:].isupper() for w in tv), tv
     assert "Computer" in tv
+
+
+def test_swap_span_kinds_follow_the_reference():
+    # two-word noun phrases are not swapped as phrases, only their nouns are
+    assert outputs(swap, "a dog and a cat") == {"a cat and a dog"}
+    # verb phrases with auxiliaries move whole
+    cap = "a man is riding a horse while a woman is walking a dog"
+    assert "a man is walking a horse while a woman is riding a dog" in outputs(swap, cap)
+    # adverbs
+    assert outputs(swap, "a dog runs quickly and a cat walks slowly", seeds=range(200)) >= {
+        "a dog runs slowly and a cat walks quickly"
+    }
+
+
+def test_replace_mass_nouns_stay_mass_and_multiword_units_stay_whole():
+    lex = default_lexicon()
+    got = outputs(replace, "a bowl of rice next to a hot dog", seeds=range(300))
+    for g in got:
+        assert g is not None
+        if g.startswith("a bowl of ") and g.endswith(" next to a hot dog"):
+            food = g[len("a bowl of ") : -len(" next to a hot dog")]
+            assert food == "rice" or lex.words[food].noun[2] == "mass", g
+    assert any(g.startswith("a bowl of rice next to a ") and "hot dog" not in g for g in got)
+    assert "a bowl of rice next to a cold dog" not in got  # "hot dog" is one noun
+
+
+def test_load_lexicon_round_trip(tmp_path):
+    import json
+
+    from vlp.negatives import load_lexicon
+
+    path = tmp_path / "lex.json"
+    path.write_text(json.dumps(lexicon_data()))
+    lex = load_lexicon(path)
+    caps = ["two red apples on a wooden table", "A man riding a horse on the beach."]
+    assert hard_negatives(caps, rng=random.Random(4), lexicon=lex).texts == (
+        hard_negatives(caps, rng=random.Random(4)).texts
+    )
+
+
+def test_benchmark_corpus_is_deterministic_and_covered():
+    from benchmarks.negatives import coco_like
+
+    caps = coco_like(200, seed=3)
+    assert caps == coco_like(200, seed=3) and len(set(caps)) > 150
+    assert all(" a a" not in c and " a e" not in c and " an b" not in c for c in caps)
+    _, mask = hard_negatives(caps, rng=random.Random(0))
+    assert mask.any(dim=1).all() and mask.float().mean() > 0.9

@@ -77,11 +77,12 @@ class Analysis:
             raw_lower = [low_text[s:e] for _, s, e in raw]
         else:
             raw_lower = [t[0].lower() for t in raw]
-        multi = lexicon.multiword
-        if lexicon.multiword_firsts.isdisjoint(raw_lower):
-            words, lower = raw, raw_lower
+        firsts = lexicon.multiword_firsts
+        starts = [i for i, w in enumerate(raw_lower) if w in firsts]
+        if starts:
+            words, lower = _merge(text, raw, raw_lower, lexicon.multiword, starts)
         else:
-            words, lower = _merge(text, raw, raw_lower, multi)
+            words, lower = raw, raw_lower
         self.words = words
         self.lower = lower
         lex_words = lexicon.words
@@ -101,32 +102,35 @@ def _merge(
     raw: list[tuple[str, int, int]],
     raw_lower: list[str],
     multi: dict[str, tuple[tuple[str, ...], ...]],
+    starts: list[int],
 ) -> tuple[list[tuple[str, int, int]], list[str]]:
-    """Merge multi-word lexicon units (longest first) into single words."""
+    """Merge multi-word lexicon units (longest first) that begin at ``starts``."""
+    n = len(raw)
+    matches = []
+    end = 0
+    for i in starts:
+        if i < end:
+            continue
+        for parts in multi[raw_lower[i]]:
+            k = len(parts)
+            if i + k <= n and tuple(raw_lower[i : i + k]) == parts:
+                matches.append((i, k, parts))
+                end = i + k
+                break
+    if not matches:
+        return raw, raw_lower
     words: list[tuple[str, int, int]] = []
     lower: list[str] = []
-    n = len(raw)
-    i = 0
-    while i < n:
-        low = raw_lower[i]
-        cands = multi.get(low)
-        if cands is not None:
-            for parts in cands:
-                k = len(parts)
-                if i + k <= n and tuple(raw_lower[i : i + k]) == parts:
-                    start, end = raw[i][1], raw[i + k - 1][2]
-                    words.append((text[start:end], start, end))
-                    lower.append(" ".join(parts))
-                    i += k
-                    break
-            else:
-                words.append(raw[i])
-                lower.append(low)
-                i += 1
-        else:
-            words.append(raw[i])
-            lower.append(low)
-            i += 1
+    pos = 0
+    for i, k, parts in matches:
+        words += raw[pos:i]
+        lower += raw_lower[pos:i]
+        start, stop = raw[i][1], raw[i + k - 1][2]
+        words.append((text[start:stop], start, stop))
+        lower.append(" ".join(parts))
+        pos = i + k
+    words += raw[pos:]
+    lower += raw_lower[pos:]
     return words, lower
 
 

@@ -559,24 +559,29 @@ def _shuffle(text: str, words: list[str], rng: random.Random, n: int) -> str | N
     if trailing and len(chunks) == 2:
         return None
     target = _strip_punct(words)
+    joined = [_join_chunk(c) for c in chunks]
+    k = len(chunks) - trailing
+    order = list(range(k))
     for _ in range(_MAX_SHUFFLES):
+        rng.shuffle(order)
         if trailing:
-            order = chunks[:-1]
-            rng.shuffle(order)
-            r = rng.randint(0, len(order))
-            mark = chunks[-1]
-            if r == 0:
-                order.insert(0, mark)
-            else:
-                order[r - 1] = order[r - 1] + mark
+            r = rng.randint(0, k)
+            flat = [w for j in order[:r] for w in chunks[j]] + chunks[-1]
+            flat += [w for j in order[r:] for w in chunks[j]]
         else:
-            order = chunks[:]
-            rng.shuffle(order)
-        flat = [w for c in order for w in c]
-        if _strip_punct(flat) != target:
-            out = " ".join(_join_chunk(c) for c in order)
-            if out != text:
-                return out
+            flat = [w for j in order for w in chunks[j]]
+        if _strip_punct(flat) == target:
+            continue
+        if not trailing:
+            out = " ".join([joined[j] for j in order])
+        elif r == 0:
+            out = " ".join([joined[-1]] + [joined[j] for j in order])
+        else:
+            pieces = [joined[j] for j in order]
+            pieces[r - 1] += joined[-1]
+            out = " ".join(pieces)
+        if out != text:
+            return out
     return None
 
 
