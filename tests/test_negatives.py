@@ -408,3 +408,31 @@ def test_benchmark_corpus_is_deterministic_and_covered():
     assert all(" a a" not in c and " a e" not in c and " an b" not in c for c in caps)
     _, mask = hard_negatives(caps, rng=random.Random(0))
     assert mask.any(dim=1).all() and mask.float().mean() > 0.9
+
+
+def test_documented_examples():
+    # docs/negatives.md shows these outputs; keep the page honest
+    texts, mask = hard_negatives(
+        ["a red circle and a blue square", "A dog runs.", "a dog"], rng=random.Random(0)
+    )
+    assert texts == [
+        [
+            "a red square and a blue circle",
+            "a red circle and a green square",
+            "a red circle and square a blue",
+        ],
+        ["", "", "runs. A dog"],
+        ["", "", ""],
+    ]
+    assert mask.tolist() == [[True, True, True], [False, False, True], [False, False, False]]
+    cap = "A man riding a horse on the beach."
+    assert [swap(cap, random.Random(s)) for s in range(2)] == [
+        "A man riding a beach on the horse.",
+        "A beach riding a horse on the man.",
+    ]
+    assert [replace(cap, random.Random(s)) for s in range(3)] == [
+        "A man towing a horse on the beach.",
+        "A man riding a raccoon on the beach.",
+        "A person riding a horse on the beach.",
+    ]
+    assert shuffle(cap, random.Random(0)) == "horse on A man. riding a the beach"

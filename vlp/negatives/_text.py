@@ -178,7 +178,8 @@ def _resolve(lower: list[str], masks: list[int]) -> list[int]:
         elif m & PRON:
             tag = PRON
         elif m & X:  # an unknown word: an adjective or a noun inside a noun phrase
-            if prev & (_BEFORE_NOUN | ADP) or i == 0:
+            listed = prev == CONJ and i > 1 and tags[i - 2] == NOUN  # "cheese and ham"
+            if prev & (_BEFORE_NOUN | ADP) or i == 0 or listed:
                 tag = ADJ if nxt & NOUN and not nxt & (DET | ADP | VERB) else NOUN
             else:
                 tag = X
