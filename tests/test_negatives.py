@@ -436,3 +436,13 @@ def test_documented_examples():
         "A person riding a horse on the beach.",
     ]
     assert shuffle(cap, random.Random(0)) == "horse on A man. riding a the beach"
+
+
+def test_lexicon_pickles_for_data_loader_workers():
+    import pickle
+
+    lex = pickle.loads(pickle.dumps(default_lexicon()))
+    caps = ["a red car and a blue bus", "Two dogs are playing with a frisbee in the park."]
+    assert hard_negatives(caps, rng=random.Random(5), lexicon=lex).texts == (
+        hard_negatives(caps, rng=random.Random(5)).texts
+    )

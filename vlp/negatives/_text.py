@@ -10,6 +10,7 @@ preposition). Unknown words are guessed from their shape and position.
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 from vlp.negatives._lexicon import (
     ADJ,
@@ -33,6 +34,7 @@ from vlp.negatives._lexicon import (
 
 #: A word (letters and digits, with inner hyphens or apostrophes) or one other character.
 TOKEN_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*|\S")
+_SPLIT_RE = re.compile(f"({TOKEN_RE.pattern})")
 _DIGITS_RE = re.compile(r"\d{1,4}")
 
 _NOMINAL = NOUN | ADJ | NUM | PROPN
@@ -49,7 +51,11 @@ _PLURAL_AUX = frozenset(("are", "were", "have"))
 
 def tokens(text: str) -> list[tuple[str, int, int]]:
     """Split a caption into ``(token, start, end)`` character spans."""
-    return [(m.group(), m.start(), m.end()) for m in TOKEN_RE.finditer(text)]
+    # ``split`` on the capturing pattern gives [gap, token, gap, token, ..., gap] and the
+    # running length sum gives every offset: no Python-level loop over the tokens.
+    parts = _SPLIT_RE.split(text)
+    ends = list(accumulate(map(len, parts)))
+    return list(zip(parts[1::2], ends[0:-1:2], ends[1::2]))
 
 
 class Analysis:
