@@ -446,3 +446,37 @@ def test_lexicon_pickles_for_data_loader_workers():
     assert hard_negatives(caps, rng=random.Random(5), lexicon=lex).texts == (
         hard_negatives(caps, rng=random.Random(5)).texts
     )
+
+
+def test_spec_case_red_car_blue_bus():
+    assert outputs(swap, "a red car and a blue bus") == {
+        "a blue car and a red bus",
+        "a red bus and a blue car",
+        "a blue bus and a red car",
+    }
+
+
+def test_preposition_draw_matches_its_closed_form():
+    # One of two weighted draws without replacement, excluding the original ("on"):
+    # P(x) = q_x / 2 + sum_{y != x} q_y q_x / (1 - q_y) / 2, with q the renormalised table.
+    from vlp.negatives.generators import _draw
+
+    lex = default_lexicon()
+    table = {w: c for w, c in lex.prepositions.items() if w != "on"}
+    total = sum(table.values())
+    q = {w: c / total for w, c in table.items()}
+    s = sum(qy / (1 - qy) for qy in q.values())
+    expected = {x: qx / 2 + qx * (s - qx / (1 - qx)) / 2 for x, qx in q.items()}
+    assert abs(sum(expected.values()) - 1) < 1e-12
+    element = ("table", 0, lex.prep_words, None, len(lex.prep_words) - 1)
+    rng = random.Random(0)
+    n = 20000
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        w = lex.prep_words[_draw(element, lex, rng, "on")]
+        counts[w] = counts.get(w, 0) + 1
+    assert "on" not in counts
+    for w in ("of", "to", "in", "for", "with", "behind"):
+        p = expected[w]
+        sigma = (p * (1 - p) / n) ** 0.5
+        assert abs(counts.get(w, 0) / n - p) < 4 * sigma, (w, counts.get(w, 0) / n, p)
