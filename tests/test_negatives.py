@@ -480,3 +480,27 @@ def test_preposition_draw_matches_its_closed_form():
         p = expected[w]
         sigma = (p * (1 - p) / n) ** 0.5
         assert abs(counts.get(w, 0) / n - p) < 4 * sigma, (w, counts.get(w, 0) / n, p)
+
+
+def test_articles_and_sentence_case_survive_every_edit():
+    import re
+
+    from benchmarks.negatives import coco_like, shapes_captions
+    from vlp.negatives.generators import _wants_an
+
+    caps = coco_like(400, seed=5) + shapes_captions(400, seed=5)
+    caps += shapes_captions(40, seed=5, descriptions=True)
+    texts, mask = hard_negatives(caps, rng=random.Random(0))
+    assert mask[:, :2].float().mean() > 0.9
+    article = re.compile(r"\b([Aa]n?) (\w+)")
+    sentences = re.compile(r"(?<=[.!?]) ")
+    for cap, row in zip(caps, texts):
+        for neg in row[:2]:  # swap and replace (shuffle scrambles by design)
+            if not neg:
+                continue
+            for m in article.finditer(neg):
+                if m.group(0) not in cap:  # an article the edit touched
+                    assert (m.group(1).lower() == "an") == _wants_an(m.group(2)), (cap, neg)
+            before, after = sentences.split(cap), sentences.split(neg)
+            assert len(before) == len(after)
+            assert [s[:1].isupper() for s in before] == [s[:1].isupper() for s in after], neg
