@@ -295,6 +295,19 @@ def test_every_shapes_caption_gets_a_negative():
     assert mask[:, 0].float().mean() > 0.8 and mask[:, 1].float().mean() > 0.9
 
 
+def test_every_shapes_dataset_sample_text_gets_a_negative():
+    from vlp.data import ShapesDataset
+
+    texts = []
+    for split in SPLITS:
+        data = ShapesDataset(60, split=split, seed=1, num_captions=3, image_size=24)
+        for i in range(len(data)):
+            sample = data[i]
+            texts += [*sample["captions"], sample["description"], *sample["negatives"].values()]
+    _, mask = hard_negatives(texts, rng=random.Random(2))
+    assert mask.any(dim=1).all(), [t for t, m in zip(texts, mask) if not m.any()]
+
+
 def test_lexicon_covers_the_embedded_vocabulary():
     lex = default_lexicon()
     vocab = [*SHAPES, *COLOURS, *SIZES, *TEXTURES, *COUNT_WORDS.values()]
