@@ -78,9 +78,8 @@ class Analysis:
     def __init__(self, text: str, lexicon: Lexicon) -> None:
         self.text = text
         self.raw = raw = tokens(text)
-        if text.isascii():  # lower-casing keeps offsets: one call for the whole caption
-            low_text = text.lower()
-            raw_lower = [low_text[s:e] for _, s, e in raw]
+        if text.isascii():  # lower-casing keeps every token boundary: split it likewise
+            raw_lower = _SPLIT_RE.split(text.lower())[1::2]
         else:
             raw_lower = [t[0].lower() for t in raw]
         firsts = lexicon.multiword_firsts
@@ -91,8 +90,7 @@ class Analysis:
             words, lower = raw, raw_lower
         self.words = words
         self.lower = lower
-        lex_words = lexicon.words
-        infos = [lex_words.get(w) for w in lower]
+        infos = list(map(lexicon.words.get, lower))
         self.infos = infos
         masks = [
             info.mask if info is not None else _mask(words[j], lower[j], j)
