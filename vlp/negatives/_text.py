@@ -32,6 +32,8 @@ from vlp.negatives._lexicon import (
     X,
 )
 
+__all__ = ["TOKEN_RE", "Analysis", "tokens"]
+
 #: A word (letters and digits, with inner hyphens or apostrophes) or one other character.
 TOKEN_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*|\S")
 _SPLIT_RE = re.compile(f"({TOKEN_RE.pattern})")
@@ -287,25 +289,3 @@ def _chunks(lower: list[str], tags: list[int]) -> list[tuple[int, int, int]]:
         else:
             i += 1
     return chunks
-
-
-__all__ = ["TOKEN_RE", "Analysis", "tokens"]
-
-# Re-exported tag flags for the generators.
-TAGS = {
-    "NOUN": NOUN,
-    "ADJ": ADJ,
-    "VERB": VERB,
-    "ADV": ADV,
-    "ADP": ADP,
-    "DET": DET,
-    "PRON": PRON,
-    "AUX": AUX,
-    "CONJ": CONJ,
-    "NUM": NUM,
-    "PUNCT": PUNCT,
-    "POSS": POSS,
-    "PROPN": PROPN,
-    "X": X,
-    "PART": PART,
-}

@@ -346,7 +346,8 @@ def _copula_edit(an: Analysis, j: int) -> Edit | None:
     return None
 
 
-# A replaceable element: (kind, word index, options, weights or None, head word index).
+# A replaceable element: (kind, word index, options, weights or None, extra), where extra
+# is the head noun's index for nouns and counts, and the usable option count for "table".
 _Element = tuple[str, int, Sequence[Any], Sequence[float] | None, int]
 
 
@@ -395,14 +396,14 @@ def _elements(an: Analysis, lexicon: Lexicon, relations: str) -> list[_Element]:
 
 def _draw(element: _Element, lexicon: Lexicon, rng: random.Random, exclude: str) -> int:
     """Index of one option: one of ``min(2, n)`` weighted draws without replacement."""
-    kind, _i, options, weights, _h = element  # _h: a table element's option count
+    kind, _i, options, weights, extra = element
     if kind == "table":
         cum = lexicon.prep_cumulative
         words = lexicon.prep_words
         first = _weighted_index(cum, rng)
         while words[first] == exclude:
             first = _weighted_index(cum, rng)
-        if _h > 1 and rng.random() < 0.5:
+        if extra > 1 and rng.random() < 0.5:
             second = _weighted_index(cum, rng)
             while words[second] in (exclude, words[first]):
                 second = _weighted_index(cum, rng)
