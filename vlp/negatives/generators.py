@@ -292,8 +292,8 @@ def swap(
         The negative caption, or ``None`` when no two same-kind spans differ.
 
     Example:
-        >>> swap("a red circle and a blue square", random.Random(0))  # doctest: +SKIP
-        'a blue circle and a red square'
+        >>> swap("a red circle and a blue square", random.Random(0))
+        'a red square and a blue circle'
     """
     caption = _check_caption(caption)
     rng = _check_rng(rng)
@@ -519,6 +519,10 @@ def replace(
 
     Returns:
         The negative caption, or ``None`` when nothing replaceable is found.
+
+    Example:
+        >>> replace("a red circle and a blue square", random.Random(1))
+        'a red circle and a blue star'
     """
     caption = _check_caption(caption)
     rng = _check_rng(rng)
@@ -686,6 +690,12 @@ def hard_negatives(
         TypeError: if ``captions`` is not a sequence of ``str`` or ``rng`` is not a
             ``random.Random``.
         ValueError: on an empty batch, no kinds or an unknown kind.
+
+    Example:
+        >>> texts, mask = hard_negatives(["a red circle and a blue square", "A dog runs."],
+        ...                              rng=random.Random(0))
+        >>> texts[1], mask.tolist()
+        (['', '', 'runs. A dog'], [[True, True, True], [False, False, True]])
     """
     if isinstance(captions, str) or not isinstance(captions, Sequence):
         raise TypeError(f"captions must be a sequence of str, got {type(captions).__name__}")
