@@ -517,3 +517,12 @@ def test_articles_and_sentence_case_survive_every_edit():
             before, after = sentences.split(cap), sentences.split(neg)
             assert len(before) == len(after)
             assert [s[:1].isupper() for s in before] == [s[:1].isupper() for s in after], neg
+
+
+def test_docstring_examples():
+    import doctest
+
+    from vlp.negatives import generators
+
+    result = doctest.testmod(generators, extraglobs={"random": random})
+    assert result.attempted >= 4 and result.failed == 0
