@@ -526,3 +526,26 @@ def test_docstring_examples():
 
     result = doctest.testmod(generators, extraglobs={"random": random})
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_verb_phrases_and_span_filter_match_their_definitions():
+    import re
+
+    from vlp.negatives._lexicon import ADV, AUX, NOUN, VERB
+    from vlp.negatives.generators import _filter_spans, _verb_phrases
+
+    letter = {VERB: "V", ADV: "A", AUX: "X", NOUN: "N"}
+    pattern = re.compile(r"V?A*X*V+")  # the reference's matcher, greedy = longest
+    rng = random.Random(0)
+    for _ in range(3000):
+        tags = [rng.choice(list(letter)) for _ in range(rng.randrange(0, 12))]
+        word = "".join(letter[t] for t in tags)
+        expected = [(i, m.end()) for i in range(len(word)) if (m := pattern.match(word, i))]
+        assert _verb_phrases(tags) == expected, word
+        spans = [(a, a + rng.randrange(1, 4)) for a in rng.sample(range(15), rng.randrange(8))]
+        # spaCy's filter_spans: longest first (ties: earlier), skip any overlap, by start
+        kept: list[tuple[int, int]] = []
+        for s, e in sorted(spans, key=lambda p: (p[0] - p[1], p[0])):
+            if all(e <= ks or s >= ke for ks, ke in kept):
+                kept.append((s, e))
+        assert _filter_spans(spans) == sorted(kept)

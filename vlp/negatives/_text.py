@@ -224,7 +224,7 @@ def _numbers(lower: list[str], tags: list[int], infos: list[WordInfo | None]) ->
         number = info.noun[2] if info is not None and info.noun is not None else ""
         if number == "sgpl" or not number:
             plural = False
-            for j in range(i - 1, -1, -1):  # look back through the noun phrase
+            for j in range(i - 1, max(-1, i - 9), -1):  # look back through the noun phrase
                 t = tags[j]
                 if t & (DET | NUM):
                     w = lower[j]

@@ -141,39 +141,40 @@ def _filter_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Longest non-overlapping spans (ties: the earlier), sorted by start (spaCy's rule)."""
     if len(spans) < 2:
         return spans
-    kept: list[tuple[int, int]] = []
-    taken: set[int] = set()
+    starts: list[int] = []  # kept spans, sorted by start (they never overlap)
+    ends: list[int] = []
     for s, e in sorted(spans, key=lambda p: (p[0] - p[1], p[0])):
-        if not any(k in taken for k in range(s, e)):
-            kept.append((s, e))
-            taken.update(range(s, e))
-    kept.sort()
-    return kept
+        k = bisect.bisect_left(starts, s)
+        if (k > 0 and ends[k - 1] > s) or (k < len(starts) and starts[k] < e):
+            continue
+        starts.insert(k, s)
+        ends.insert(k, e)
+    return list(zip(starts, ends))
+
+
+def _run_lengths(tags: list[int], tag: int) -> list[int]:
+    """``out[i]``: how many consecutive words from ``i`` on carry ``tag`` (one extra slot)."""
+    out = [0] * (len(tags) + 1)
+    for i in range(len(tags) - 1, -1, -1):
+        if tags[i] == tag:
+            out[i] = out[i + 1] + 1
+    return out
 
 
 def _verb_phrases(tags: list[int]) -> list[tuple[int, int]]:
-    """Matches of ``VERB? ADV* AUX* VERB+`` (the longest from each start)."""
-    n = len(tags)
+    """Matches of ``VERB? ADV* AUX* VERB+`` (the longest from each start), in linear time."""
+    verb, adv, aux = _run_lengths(tags, VERB), _run_lengths(tags, ADV), _run_lengths(tags, AUX)
     out = []
-    for i in range(n):
-        if not tags[i] & (VERB | ADV | AUX):
+    for i, t in enumerate(tags):
+        if not t & (VERB | ADV | AUX):
             continue
-        j = i + 1 if tags[i] == VERB else i
-        k = j
-        while k < n and tags[k] == ADV:
-            k += 1
-        while k < n and tags[k] == AUX:
-            k += 1
-        m = k
-        while m < n and tags[m] == VERB:
-            m += 1
-        if m > k:
-            out.append((i, m))
-        elif tags[i] == VERB:
-            m = i
-            while m < n and tags[m] == VERB:
-                m += 1
-            out.append((i, m))
+        j = i + 1 if t == VERB else i
+        k = j + adv[j]
+        k += aux[k]
+        if verb[k]:
+            out.append((i, k + verb[k]))
+        elif t == VERB:
+            out.append((i, i + verb[i]))
     return out
 
 
