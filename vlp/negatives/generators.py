@@ -278,7 +278,7 @@ def swap(
     more than two words, verb phrases (``VERB? ADV* AUX* VERB+``), singular nouns,
     plural nouns, adverbs and adjectives, plus (``relations=True``, an addition) spatial
     relations such as "on" / "next to". For each kind, two of its non-overlapping spans
-    are drawn; a pair with different texts is a candidate, and one candidate is returned
+    are drawn; a pair whose texts differ (ignoring case) is a candidate, and one is returned
     at random. Capitalisation of the first word and "a"/"an" before a moved span are
     repaired. Reference: Yuksekgonul et al., "When and why vision-language models behave
     like bags-of-words", ICLR 2023 (NegCLIP); Oh et al., FSC-CLIP, EMNLP 2024 (section 3).
