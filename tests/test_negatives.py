@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import string
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,9 @@ from vlp.negatives import (
 )
 
 SEEDS = range(60)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # ``benchmarks`` (the corpus generator) is not installed
+    sys.path.append(str(ROOT))
 
 
 def outputs(fn, caption, seeds=SEEDS, **kw):
