@@ -554,3 +554,29 @@ def test_verb_phrases_and_span_filter_match_their_definitions():
             if all(e <= ks or s >= ke for ks, ke in kept):
                 kept.append((s, e))
         assert _filter_spans(spans) == sorted(kept)
+
+
+def test_negatives_do_not_depend_on_the_hash_seed():
+    # Set and dict iteration order must never reach the output: two interpreters with
+    # different PYTHONHASHSEED values produce the same negatives.
+    import os
+    import subprocess
+
+    code = (
+        "import random, sys; from vlp.negatives import replace, shuffle, swap; "
+        "caps = ['a red circle and a blue square', 'A man riding a horse on the beach.', "
+        "'Two dogs are playing with a frisbee in the park.', 'a cat under a wooden table']; "
+        "r = random.Random(3); "
+        "out = [[f(c, r) for f in (swap, replace, shuffle)] for c in caps * 5]; "
+        "sys.stdout.write(repr(out) + ' ' + str('torch' in sys.modules))"
+    )
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1] and "circle" in outs[0]
+    assert outs[0].endswith(" False")  # the string generators never import torch

@@ -10,9 +10,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from vlp.negatives._lexicon import (
     ADJ,
@@ -28,6 +26,9 @@ from vlp.negatives._lexicon import (
     default_lexicon,
 )
 from vlp.negatives._text import Analysis, tokens
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["KINDS", "HardNegatives", "Kind", "hard_negatives", "replace", "shuffle", "swap"]
 
@@ -717,6 +718,8 @@ def hard_negatives(
     rel = _check_relations(relations)
     if isinstance(min_entities, bool) or not isinstance(min_entities, int) or min_entities < 0:
         raise ValueError(f"min_entities must be an int >= 0, got {min_entities!r}")
+    import torch  # here, so that the string generators never import torch
+
     tagged = any(k != "shuffle" for k in kinds)
     texts: list[list[str]] = []
     valid: list[bool] = []
