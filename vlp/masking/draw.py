@@ -57,16 +57,17 @@ def draw_mask(
     dropped: torch.Tensor | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    colour: tuple[int, int, int] = (255, 80, 0),
+    colour: tuple[int, int, int] = (220, 0, 180),
     alpha: float = 0.65,
     scale: int = 1,
+    grid: bool = True,
     path: str | Path | None = None,
 ) -> Image.Image:
     """Draw an image with its masked clusters tinted and its anchors outlined.
 
     Cluster-masked patches are blended with ``colour``; visible patches dropped only to
     meet the mask-ratio floor (``dropped``) are greyed; anchor patches get a white frame
-    with a black border. Thin grid lines mark the patches.
+    with a black border. Faint grid lines mark the patches (``grid=False`` hides them).
 
     Args:
         image: ``(3, H, W)`` uint8, or floating in ``[0, 1]`` after undoing ``mean``/``std``.
@@ -79,6 +80,7 @@ def draw_mask(
         colour: RGB tint of masked patches.
         alpha: tint strength in ``[0, 1]``.
         scale: integer upscaling of the output (nearest neighbour).
+        grid: draw the patch grid.
         path: if given, the picture is also saved there (format from the suffix, e.g. PNG).
 
     Returns:
@@ -113,12 +115,16 @@ def draw_mask(
         picture = picture.resize(
             (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
         )
-    pen = ImageDraw.Draw(picture)
     sh, sw = ph * scale, pw * scale
-    for r in range(1, gh):
-        pen.line([(0, r * sh), (picture.width, r * sh)], fill=(255, 255, 255, 60), width=1)
-    for c in range(1, gw):
-        pen.line([(c * sw, 0), (c * sw, picture.height)], fill=(255, 255, 255, 60), width=1)
+    if grid:
+        overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+        lines = ImageDraw.Draw(overlay)
+        for r in range(1, gh):
+            lines.line([(0, r * sh), (picture.width, r * sh)], fill=(255, 255, 255, 70))
+        for c in range(1, gw):
+            lines.line([(c * sw, 0), (c * sw, picture.height)], fill=(255, 255, 255, 70))
+        picture = Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
+    pen = ImageDraw.Draw(picture)
     for j in anchor.nonzero().flatten().tolist():
         r, c = divmod(j, gw)
         box = [c * sw, r * sh, (c + 1) * sw - 1, (r + 1) * sh - 1]
