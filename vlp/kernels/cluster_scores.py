@@ -84,11 +84,13 @@ def cluster_scores_reference(
 def _reference(
     images: torch.Tensor, anchors: torch.Tensor, patch: tuple[int, int], eps: float
 ) -> torch.Tensor:
-    from vlp.masking.patches import patch_features
+    from vlp.masking.patches import _centred_patches
 
-    feats, valid = patch_features(images, patch, eps=eps)
-    index = anchors.unsqueeze(-1).expand(-1, -1, feats.shape[-1])
-    sim = torch.bmm(feats.gather(1, index), feats.transpose(1, 2))  # (B, K, L)
+    x, norm, valid = _centred_patches(images, patch, eps)  # (B, L, P), (B, L), (B, L)
+    safe = torch.where(valid, norm, torch.ones_like(norm))
+    index = anchors.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+    rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors
+    sim = torch.bmm(rows, x.transpose(1, 2)) / safe.unsqueeze(1)  # (B, K, L), never L x L
     ok = valid.gather(1, anchors).unsqueeze(-1) & valid.unsqueeze(1)
     # Rounding can put a self-correlation a hair above 1: clamp, so tau >= 1 masks nothing.
     return sim.clamp(-1.0, 1.0).masked_fill(~ok, float("-inf")).amax(dim=1)

@@ -122,16 +122,25 @@ def patch_features(
     """
     check_floating("images", images)
     check_positive("eps", eps)
-    x = patchify(images, patch_size)
-    x = x.to(torch.float64 if images.dtype == torch.float64 else torch.float32)
-    x = x - x.mean(dim=-1, keepdim=True)
-    # A second centring removes the rounding residue of the first, so that a flat patch
-    # is exactly zero rather than a constant of order 1e-7.
-    x = x - x.mean(dim=-1, keepdim=True)
-    norm = torch.linalg.vector_norm(x, dim=-1)
-    valid = norm > eps * math.sqrt(x.shape[-1])
+    x, norm, valid = _centred_patches(images, patch_size, eps)
     feats = x / torch.where(valid, norm, torch.ones_like(norm)).unsqueeze(-1)
     return feats * valid.unsqueeze(-1), valid
+
+
+def _centred_patches(
+    images: torch.Tensor, patch_size: int | tuple[int, int], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(B, L, P)`` centred patches (one copy of the image), their norms and validity."""
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    x = patchify(images, patch_size).to(dtype)
+    if x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+        x = x.clone()  # patchify returned a view (a one-patch grid): never write the input
+    x -= x.mean(dim=-1, keepdim=True)
+    # A second centring removes the rounding residue of the first, so that a flat patch
+    # is exactly zero rather than a constant of order 1e-7.
+    x -= x.mean(dim=-1, keepdim=True)
+    norm = torch.linalg.vector_norm(x, dim=-1)
+    return x, norm, norm > eps * math.sqrt(x.shape[-1])
 
 
 def _check_images(images: object) -> torch.Tensor:
