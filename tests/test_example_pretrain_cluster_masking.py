@@ -30,6 +30,9 @@ def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
         assert len(run["loss"]) == 2
         assert all(0.0 <= v <= 1.0 for v in run["metrics"].values())
         assert run["images_per_s"] > 0 and run["tokens_per_s"] > 0
+        assert run["tokens_per_cpu_s"] == pytest.approx(
+            run["images_per_cpu_s"] * run["tokens_per_image"]
+        )
     # 64 patches + CLS; cluster keeps floor(64 * 0.7) = 44 slots; random keeps the
     # patches cluster masking leaves visible on average
     assert runs["none"]["tokens_per_image"] == 65
@@ -52,15 +55,26 @@ def test_recipe_calibrates_the_threshold(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_recipe_cluster_masking_beats_random_dropout(tmp_path: Path) -> None:
-    result = _run_recipe(tmp_path)  # the defaults: 300 steps per run
+def test_recipe_cluster_masking_vs_random_dropout(tmp_path: Path) -> None:
+    """The measured comparison (docs/cluster_masking.md), seed 0, 300 steps per run.
+
+    At the same visible-token budget (about 16% of the patches) cluster masking keeps the
+    objects and drops the flat background in whole clusters: a much lower training loss
+    and far better count compositionality than random dropout, but no better retrieval
+    (the model never sees background tokens until evaluation).
+    """
+    result = _run_recipe(tmp_path)
     runs = result["runs"]
     cluster, random, none = (runs[r]["metrics"] for r in ("cluster", "random", "none"))
-    for run in runs.values():
-        assert sum(run["loss"][-20:]) / 20 < run["loss"][0] - 1.0
-    # Same visible-token budget: keeping whole objects and dropping the flat background
-    # in clusters beats dropping patches at random.
-    assert cluster["i2t R@10"] > random["i2t R@10"] + 0.05
-    assert cluster["t2i R@10"] > random["t2i R@10"] + 0.05
-    assert none["zero-shot colour"] > 0.5
-    assert runs["cluster"]["tokens_per_image"] < runs["none"]["tokens_per_image"]
+    final = {name: sum(run["loss"][-20:]) / 20 for name, run in runs.items()}
+    for name, run in runs.items():
+        assert final[name] < run["loss"][0] - 1.5
+    assert final["cluster"] < final["random"] - 0.7
+    assert 0.8 < runs["cluster"]["mask_ratio"] < 0.9 and 0.8 < runs["random"]["mask_ratio"] < 0.9
+    assert cluster["comp count_change"] > random["comp count_change"] + 0.2
+    assert cluster["comp mean"] > random["comp mean"] + 0.04
+    for masked in (cluster, random):
+        assert masked["i2t R@10"] > 0.25 and masked["t2i R@10"] > 0.3  # chance 1%
+        assert masked["i2t R@10"] < none["i2t R@10"] - 0.1  # masking 84% costs retrieval
+        assert masked["zero-shot colour"] > 0.9
+    assert runs["cluster"]["tokens_per_image"] == 45 < runs["none"]["tokens_per_image"]

@@ -126,7 +126,7 @@ def _cluster_scores_triton(
         images, anchors, out,
         *images.stride(), anchors.stride(0), out.stride(0),
         c, num_patches, grid[1], ph, pw, k, float(c * ph * pw), eps * math.sqrt(c * ph * pw),
-        BL=block, QC=chunk, KP=kp, num_warps=4,
+        BL=block, QC=chunk, KP=kp, num_warps=8 if chunk * block >= 8192 else 4,
     )  # fmt: skip
     return out
 
