@@ -448,3 +448,12 @@ def test_bad_input() -> None:
         ClusterMasking(16, target_ratio=0.2)
     with pytest.raises(ValueError, match="calibrate"):
         ClusterMasking(16, calibrate="always")  # type: ignore[arg-type]
+
+
+def test_scoring_never_writes_its_input() -> None:
+    for size in ((8, 8), (16, 24)):  # one patch: patchify returns a view of the input
+        x = _smooth_images(2, *size, seed=11)
+        before = x.clone()
+        cluster_scores(x, torch.zeros(2, 1, dtype=torch.int64), 8, backend="torch")
+        patch_features(x, 8)
+        assert torch.equal(x, before)
