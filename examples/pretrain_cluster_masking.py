@@ -1,0 +1,234 @@
+"""Cluster masking (Wei et al., CVPR 2024) vs random patch dropout (FLIP) vs no masking.
+
+The tiny open_clip CLIP of ``common.TINY_CLIP`` trains three times from the same
+initialisation on the same batches, for the same number of steps:
+
+- ``none``: every patch (64 per image);
+- ``cluster``: ``vlp.masking.ClusterMasking``: a few anchor patches per image (3%), every
+  patch whose raw-pixel correlation with an anchor exceeds the threshold is masked; the
+  image encoder sees the visible patches only (fillers hidden by a key-padding mask),
+  through ``vlp.adapters.MaskedImageEncoder`` around the unmodified open_clip model;
+- ``random``: ``vlp.masking.patch_dropout`` keeping, per image, the mean number of
+  patches cluster masking leaves visible (the same kept-token budget), measured on a
+  held-out batch before training.
+
+It prints the evaluation table of every run plus training images/s and vision tokens/s
+(sequence slots through the image tower, CLS and fillers included), per wall-clock second
+and per CPU second of the process.
+
+    python examples/pretrain_cluster_masking.py --threads 1            # CPU, minutes
+    python examples/pretrain_cluster_masking.py --runs cluster --threshold 0.3
+    python examples/pretrain_cluster_masking.py --target-ratio 0.8     # calibrate tau instead
+    python examples/pretrain_cluster_masking.py --data shards/ --device cuda --steps 5000
+
+The masking features are computed, as in the paper, on CLIP-normalised pixels (the
+released code's inputs). The recipe's own model input (``common.to_model_input``) uses
+one mean and std for all channels, which maps the data set's grey background to flat
+patches, and flat patches never cluster (``vlp.masking.patch_features``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
+import common
+
+from vlp.adapters import MaskedImageEncoder
+from vlp.heads import LogitScale
+from vlp.losses import clip_loss
+from vlp.masking import ClusterMasking, calibrate_threshold, cluster_mask, num_kept, patch_dropout
+
+RUNS = ("none", "random", "cluster")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
+parser.add_argument("--steps", type=int, default=300, help="optimiser steps per run")
+parser.add_argument("--batch-size", type=int, default=64)
+parser.add_argument("--lr", type=float, default=2e-3)
+parser.add_argument("--weight-decay", type=float, default=0.1)
+parser.add_argument("--warmup", type=int, default=30, help="linear warm-up steps")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + str(RUNS))
+parser.add_argument(
+    "--threshold", type=float, default=0.5, help="cluster threshold tau (the released code's 0.5)"
+)
+parser.add_argument(
+    "--target-ratio", type=float, default=None, help="calibrate tau to this mean ratio instead"
+)
+parser.add_argument("--min-ratio", type=float, default=0.3, help="floor on each image's ratio")
+parser.add_argument("--anchor-fraction", type=float, default=0.03)
+parser.add_argument("--backend", default="auto", help="cluster_scores backend")
+parser.add_argument("--data", default=None, help="WebDataset shards; default: generate")
+parser.add_argument("--device", default="cpu")
+parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+parser.add_argument("--eval-size", type=int, default=1000, help="images per evaluation split")
+parser.add_argument("--json", default=None, help="write metrics and throughput as JSON here")
+args = parser.parse_args()
+
+runs = [r for r in args.runs.split(",") if r]
+if not runs or any(r not in RUNS for r in runs):
+    parser.error(f"--runs must be a comma-separated subset of {RUNS}, got {args.runs!r}")
+if args.threads:
+    torch.set_num_threads(args.threads)
+device = torch.device(args.device)
+patch = common.TINY_CLIP["vision_cfg"]["patch_size"]
+side = common.TINY_CLIP["vision_cfg"]["image_size"] // patch
+num_patches = side * side
+
+
+def clip_normalised(images_uint8: torch.Tensor) -> torch.Tensor:
+    """The masking features' input: pixels normalised with the CLIP mean and std."""
+    x = images_uint8.to(device).float().div_(255)
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# Threshold and random-dropout budget, from a batch the training never sees.
+probe = next(common.train_batches(args.data, batch_size=256, seed=args.seed + 999))
+probe_images = clip_normalised(probe["image"])
+gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+if args.target_ratio is not None:
+    probe_mask = cluster_mask(
+        probe_images, patch, 1.0, anchor_fraction=args.anchor_fraction, generator=gen
+    )
+    tau = float(
+        calibrate_threshold(
+            probe_mask.scores, args.target_ratio, min_ratio=args.min_ratio
+        ).threshold
+    )
+else:
+    tau = args.threshold
+probe_masking = ClusterMasking(
+    patch, threshold=tau, min_ratio=args.min_ratio, anchor_fraction=args.anchor_fraction,
+    generator=gen, backend=args.backend,
+).train()  # fmt: skip
+probe_masking(probe_images)
+assert probe_masking.last_ratio is not None
+cluster_ratio = float(probe_masking.last_ratio.mean())
+random_ratio = min(1 - 1 / num_patches, cluster_ratio)
+print(
+    f"cluster masking: tau = {tau:.4f}, mean mask ratio {cluster_ratio:.3f} on a held-out batch; "
+    f"random dropout keeps {num_kept(num_patches, random_ratio)} of {num_patches} patches"
+)
+
+
+def lr_factor(step: int) -> float:
+    if step < args.warmup:
+        return (step + 1) / args.warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+
+
+def train(run: str) -> dict[str, Any]:
+    """Train one run from the common initialisation; return metrics and throughput."""
+    torch.manual_seed(args.seed)
+    model = common.tiny_clip().to(device)
+    model.logit_scale.requires_grad_(False)
+    logit_scale = LogitScale(init=1 / 0.07, max_scale=100.0).to(device)
+    tokenize = common.tokenizer(model.context_length)
+    encoder = MaskedImageEncoder(model).train()
+    decay, no_decay = [], [*logit_scale.parameters()]
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            wd = p.ndim >= 2 and "embedding" not in name and "positional" not in name
+            (decay if wd else no_decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    g = torch.Generator(device=device).manual_seed(args.seed + 2)
+    masking = ClusterMasking(
+        patch, threshold=tau, min_ratio=args.min_ratio, anchor_fraction=args.anchor_fraction,
+        generator=g, backend=args.backend,
+    ).train()  # fmt: skip
+    batches = common.train_batches(args.data, batch_size=args.batch_size, seed=args.seed)
+    losses, ratios, slots = [], [], 0
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in tqdm(range(args.steps), desc=run, mininterval=5.0):
+        batch = next(batches)
+        images = common.to_model_input(batch["image"], device)
+        b = images.shape[0]
+        if run == "none":
+            out = encoder(images)
+            ratios.append(0.0)
+        elif run == "random":
+            keep = patch_dropout(b, num_patches, random_ratio, generator=g, device=device)
+            out = encoder(images, keep)
+            ratios.append(1 - keep.shape[1] / num_patches)
+        else:
+            keep, pad = masking(clip_normalised(batch["image"]))
+            out = encoder(images, keep, pad)
+            assert masking.last_ratio is not None
+            ratios.append(float(masking.last_ratio.mean()))
+        slots += b * (1 + out.tokens.shape[1])
+        texts = tokenize(batch["caption"]).to(device)
+        loss = clip_loss(
+            F.normalize(out.pooled, dim=-1),
+            F.normalize(model.encode_text(texts), dim=-1),
+            logit_scale(),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        logit_scale.clamp_()
+        losses.append(loss.item())
+    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # robust to other jobs on the machine
+    metrics = common.evaluate(
+        model, tokenize, device=device, num_test=args.eval_size, num_compositional=args.eval_size
+    )
+    return {
+        "metrics": metrics,
+        "loss": losses,
+        "mask_ratio": sum(ratios) / len(ratios),
+        "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds,
+        "images_per_s": args.steps * args.batch_size / seconds,
+        "tokens_per_s": slots / seconds,
+        "images_per_cpu_s": args.steps * args.batch_size / cpu_seconds,
+        "tokens_per_cpu_s": slots / cpu_seconds,
+        "tokens_per_image": slots / (args.steps * args.batch_size),
+    }
+
+
+results = {run: train(run) for run in runs}
+print()
+common.print_table({run: r["metrics"] for run, r in results.items()})
+print()
+# Per wall second, and per CPU second of this process (what a busy machine does not skew).
+print(
+    f"{'run':10}{'mask ratio':>11}{'tokens/img':>11}{'images/s':>10}{'tokens/s':>10}"
+    f"{'img/cpu-s':>10}{'tok/cpu-s':>10}{'loss':>7}"
+)
+for run, r in results.items():
+    tail = r["loss"][-20:]
+    print(
+        f"{run:10}{r['mask_ratio']:11.3f}{r['tokens_per_image']:11.1f}{r['images_per_s']:10.1f}"
+        f"{r['tokens_per_s']:10.0f}{r['images_per_cpu_s']:10.1f}{r['tokens_per_cpu_s']:10.0f}"
+        f"{sum(tail) / len(tail):7.3f}"
+    )
+if args.json:
+    Path(args.json).write_text(
+        json.dumps({"threshold": tau, "cluster_ratio": cluster_ratio, "runs": results}, indent=1)
+    )

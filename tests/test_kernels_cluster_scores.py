@@ -1,0 +1,98 @@
+"""Fused cluster-scores kernel vs the torch reference (interpreter on CPU, spec A10.12)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlp.kernels.cluster_scores import cluster_scores, cluster_scores_reference
+from vlp.masking import ClusterMasking, sample_anchors
+from vlp.testing import assert_close, triton_runnable
+
+pytestmark = pytest.mark.skipif(not triton_runnable(), reason="needs Triton (interpreter or GPU)")
+
+
+def _images(batch: int, h: int, w: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    """Smooth noise (neighbouring patches correlate) with a mean offset, as photographs."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, h + 4, w + 4, generator=g, dtype=torch.float64)
+    return (F.avg_pool2d(x, 5, 1)[..., :h, :w] * 3 + 0.8).to(dtype)
+
+
+def _grid(h: int, w: int, patch) -> int:
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    return (h // ph) * (w // pw)
+
+
+def _check(images: torch.Tensor, anchors: torch.Tensor, patch, atol: float = 1e-5) -> None:
+    out = cluster_scores(images, anchors, patch, backend="triton")
+    ref = cluster_scores_reference(images.to(torch.float64), anchors, patch)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert torch.equal(torch.isinf(out), torch.isinf(ref))
+    finite = torch.isfinite(ref)
+    assert_close(out[finite], ref[finite].float(), rtol=0, atol=atol)
+    for tau in (-0.2, 0.3, 0.68):
+        near = (ref - tau).abs() < 1e-5
+        agree = (out > tau) == (ref > tau)
+        assert bool((agree | near).all()), f"masks differ away from tau={tau}"
+
+
+@pytest.mark.parametrize(
+    ("batch", "h", "w", "patch", "k"),
+    [
+        (1, 224, 224, 16, 6),  # ViT-B/16: L = 196
+        (1, 224, 224, 14, 8),  # ViT-L/14: L = 256, 196 values per channel (padded chunk)
+        (1, 224, 224, 32, 2),  # ViT-B/32: L = 49, 4 chunks per channel
+        (2, 48, 80, 16, 3),  # non-square image
+        (2, 70, 56, 14, 17),  # non-square, K padded to 32
+        (3, 30, 20, (6, 5), 1),  # non-square patch, one anchor
+        (2, 12, 12, (2, 3), 4),  # patch of 6 values, chunk padded to 16
+    ],
+)
+def test_triton_matches_torch(batch: int, h: int, w: int, patch, k: int) -> None:
+    images = _images(batch, h, w, seed=h + w + k)
+    num = _grid(h, w, patch)
+    anchors = sample_anchors(batch, num, k, generator=torch.Generator().manual_seed(k))
+    _check(images, anchors, patch)
+
+
+def test_flat_patches_and_flat_anchors() -> None:
+    images = _images(2, 32, 48, seed=1)
+    images[0, :, :8, :8] = 0.4  # patch 0 flat
+    images[0, :, 8:16, 16:24] = -2.0  # patch 8 flat
+    images[1] = 1.5  # every patch of image 1 flat
+    anchors = torch.tensor([[0, 8, 3], [0, 5, 23]])
+    out = cluster_scores(images, anchors, 8, backend="triton")
+    assert out[0, 0] == float("-inf") and out[0, 8] == float("-inf")
+    assert bool((out[1] == float("-inf")).all())
+    _check(images, anchors, 8)
+    only_flat = cluster_scores(images, anchors[:, :2], 8, backend="triton")
+    assert bool((only_flat == float("-inf")).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_input_dtypes_accumulate_in_fp32(dtype: torch.dtype) -> None:
+    images = _images(2, 32, 32, seed=2, dtype=dtype)
+    anchors = sample_anchors(2, 16, 3, generator=torch.Generator().manual_seed(0))
+    _check(images, anchors, 8)  # the reference sees the same (rounded) values in float64
+
+
+def test_strided_inputs_are_read_in_place() -> None:
+    images = _images(2, 40, 48, seed=3)
+    anchors = sample_anchors(2, 30, 4, generator=torch.Generator().manual_seed(1))
+    _check(images.to(memory_format=torch.channels_last), anchors, 8)
+    wide = _images(2, 40, 64, seed=4)[..., 8:56]  # a view: row stride 64
+    assert not wide.is_contiguous()
+    _check(wide, anchors, 8)
+
+
+def test_module_masks_agree_across_backends() -> None:
+    images = _images(4, 32, 32, seed=5)
+    keeps = [
+        ClusterMasking(
+            8, threshold=0.3, backend=b, generator=torch.Generator().manual_seed(2)
+        ).train()(images)
+        for b in ("torch", "triton")
+    ]
+    assert torch.equal(keeps[0][0], keeps[1][0]) and torch.equal(keeps[0][1], keeps[1][1])

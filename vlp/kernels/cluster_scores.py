@@ -1,0 +1,169 @@
+"""Cluster-masking scores: torch reference and fused Triton path.
+
+``score[b, j] = max_k corr(patch[b, anchors[b, k]], patch[b, j])``: the largest Pearson
+correlation between patch ``j``'s raw pixels and any anchor patch of the same image
+(``-inf`` where patch ``j`` or every anchor is flat). Everything cluster masking needs
+derives from it: the mask at threshold ``tau`` is ``score > tau``.
+
+The torch path builds the centred, unit-norm features of all patches and multiplies
+only the ``K`` anchor rows into them (``(B, K, L)``, never the ``L x L`` similarity of the
+released code). The Triton path reads the NCHW image once, straight from its strides:
+one program per block of patches of one image loads its anchor patches, centres and
+normalises them, streams its patches in chunks of one channel's pixels, and
+accumulates the anchor dot products and the row statistics in fp32. No patch copy, no
+``(B, L, P)`` intermediate, no host sync.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vlp._checks import check_positive, check_same_device, check_shape, check_tensor
+from vlp.kernels._dispatch import Backend, resolve_backend
+
+__all__ = ["cluster_scores", "cluster_scores_reference"]
+
+
+def _validate(
+    images: object, anchors: object, patch_size: int | tuple[int, int], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+    from vlp.masking.patches import _check_images, _pair, grid_size
+
+    images = _check_images(images)
+    anchors = check_tensor("anchors", anchors)
+    ph, pw = _pair("patch_size", patch_size)
+    gh, gw = grid_size((images.shape[2], images.shape[3]), (ph, pw))
+    check_shape("anchors", anchors, (images.shape[0], "K"))
+    if anchors.dtype != torch.int64:
+        raise TypeError(f"anchors must have dtype torch.int64, got {anchors.dtype}")
+    check_same_device(("images", images), ("anchors", anchors))
+    check_positive("eps", eps)
+    if images.shape[0] == 0:
+        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
+    if anchors.shape[1] == 0:
+        raise ValueError(f"anchors must hold at least one anchor per image, got {anchors.shape}")
+    # Range check on the CPU only: on CUDA it would synchronise the device.
+    if anchors.device.type == "cpu":
+        lo, hi = int(anchors.min()), int(anchors.max())
+        if lo < 0 or hi >= gh * gw:
+            raise ValueError(
+                f"anchors must lie in [0, {gh * gw}) (the patch grid {gh}x{gw}), got values in "
+                f"[{lo}, {hi}]"
+            )
+    return images, anchors, (ph, pw), (gh, gw)
+
+
+def cluster_scores_reference(
+    images: torch.Tensor,
+    anchors: torch.Tensor,
+    patch_size: int | tuple[int, int],
+    *,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Max correlation of every patch with the anchors, in plain torch.
+
+    Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
+    CVPR 2024, Sec. 3.1 (patches within distance ``r`` of an anchor are masked).
+
+    Args:
+        images: ``(B, C, H, W)`` floating images, ``H``/``W`` multiples of the patch.
+        anchors: ``(B, K)`` int64 anchor patch indices in ``[0, L)`` (row-major grid).
+        patch_size: ``p`` or ``(ph, pw)``.
+        eps: patches whose pixel standard deviation is ``<= eps`` are flat (never cluster).
+
+    Returns:
+        ``(B, L)`` float32 scores in ``[-1, 1]`` (float64 for float64 images); ``-inf`` for
+        a flat patch, and for every patch when all of the image's anchors are flat.
+    """
+    images, anchors, patch, _ = _validate(images, anchors, patch_size, eps)
+    return _reference(images, anchors, patch, eps)
+
+
+def _reference(
+    images: torch.Tensor, anchors: torch.Tensor, patch: tuple[int, int], eps: float
+) -> torch.Tensor:
+    from vlp.masking.patches import _centred_patches
+
+    x, norm, valid = _centred_patches(images, patch, eps)  # (B, L, P), (B, L), (B, L)
+    safe = torch.where(valid, norm, torch.ones_like(norm))
+    index = anchors.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+    rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors
+    sim = torch.bmm(rows, x.transpose(1, 2)) / safe.unsqueeze(1)  # (B, K, L), never L x L
+    ok = valid.gather(1, anchors).unsqueeze(-1) & valid.unsqueeze(1)
+    # Rounding can put a self-correlation a hair above 1: clamp, so tau >= 1 masks nothing.
+    return sim.clamp(-1.0, 1.0).masked_fill(~ok, float("-inf")).amax(dim=1)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _cluster_scores_triton(
+    images: torch.Tensor,
+    anchors: torch.Tensor,
+    patch: tuple[int, int],
+    grid: tuple[int, int],
+    eps: float,
+) -> torch.Tensor:
+    from vlp.kernels import _cluster_scores_triton as kern
+    from vlp.kernels._dispatch import interpreter_active
+
+    b, c = images.shape[:2]
+    ph, pw = patch
+    num_patches = grid[0] * grid[1]
+    k = anchors.shape[1]
+    anchors = anchors.contiguous()
+    out = torch.empty((b, num_patches), dtype=torch.float32, device=images.device)
+    chunk = min(256, max(16, _next_pow2(ph * pw)))
+    # The interpreter's cost is per program and per loop step: fewer, larger blocks.
+    block = 64 if interpreter_active() else 32
+    block = min(block, max(16, _next_pow2(num_patches)))
+    kp = max(16, _next_pow2(k))
+    launch = (b, -(-num_patches // block))
+    kern.cluster_scores_fwd[launch](
+        images, anchors, out,
+        *images.stride(), anchors.stride(0), out.stride(0),
+        c, num_patches, grid[1], ph, pw, k, float(c * ph * pw), eps * math.sqrt(c * ph * pw),
+        BL=block, QC=chunk, KP=kp, num_warps=8 if chunk * block >= 8192 else 4,
+    )  # fmt: skip
+    return out
+
+
+def cluster_scores(
+    images: torch.Tensor,
+    anchors: torch.Tensor,
+    patch_size: int | tuple[int, int],
+    *,
+    eps: float = 1e-6,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """Max correlation of every patch with its image's anchor patches (fused on CUDA).
+
+    ``score[b, j] = max_k <f[b, anchors[b, k]], f[b, j]>`` with ``f`` the centred,
+    unit-norm pixel vectors of :func:`vlp.masking.patch_features` (Pearson correlation).
+    Patch ``j`` is cluster-masked at threshold ``tau`` iff ``score[b, j] > tau``; anchors
+    score 1 with themselves. Not differentiable (masking decisions carry no gradient).
+
+    Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
+    CVPR 2024, Sec. 3.1.
+
+    Args:
+        images: ``(B, C, H, W)`` floating images (fp16/bf16/fp32/fp64, any strides),
+            ``H``/``W`` multiples of the patch.
+        anchors: ``(B, K)`` int64 anchor patch indices in ``[0, L)``, on the images' device.
+        patch_size: ``p`` or ``(ph, pw)``.
+        eps: patches whose pixel standard deviation is ``<= eps`` are flat: their score
+            is ``-inf`` and, as anchors, they form no cluster.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :func:`vlp.kernels.resolve_backend`).
+
+    Returns:
+        ``(B, L)`` scores: float32 (the torch path returns float64 for float64 images),
+        in ``[-1, 1]`` or ``-inf``.
+    """
+    images, anchors, patch, grid = _validate(images, anchors, patch_size, eps)
+    if resolve_backend(backend, images, anchors, op="cluster_scores") == "torch":
+        with torch.no_grad():
+            return _reference(images, anchors, patch, eps)
+    return _cluster_scores_triton(images.detach(), anchors, patch, grid, eps)
