@@ -7,3 +7,12 @@ __all__ = [
     # Learnable temperature
     "LogitScale",
 ]
+
+# S-SMKE: frozen teacher and its memory bank
+from vlp.heads.frozen_teacher import FrozenTeacher
+from vlp.heads.memory_bank import TeacherMemoryBank
+
+__all__ += [
+    "FrozenTeacher",
+    "TeacherMemoryBank",
+]

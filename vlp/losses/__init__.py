@@ -19,3 +19,22 @@ __all__ = [
     "clip_loss",
     "siglip_loss",
 ]
+
+# Distillation from frozen unimodal teachers (S-SMKE)
+from vlp.losses.distill import (
+    ContrastiveDistillationLoss,
+    ContrastiveDistillationOutput,
+    SSMKELossOutput,
+    contrastive_distillation_loss,
+    feature_distillation_loss,
+    ssmke_loss,
+)
+
+__all__ += [
+    "ContrastiveDistillationLoss",
+    "ContrastiveDistillationOutput",
+    "SSMKELossOutput",
+    "contrastive_distillation_loss",
+    "feature_distillation_loss",
+    "ssmke_loss",
+]
