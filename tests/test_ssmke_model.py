@@ -1,4 +1,4 @@
-"""S-SMKE model parts: token-type embedding, shared block, post-LN block, head, student builder, loading."""
+"""S-SMKE model parts: token types, shared and post-LN blocks, head, student builder, loading."""
 
 from __future__ import annotations
 
