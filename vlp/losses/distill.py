@@ -441,7 +441,7 @@ class ContrastiveDistillationLoss(nn.Module):
             student_text,
             teacher,
             self.bank,
-            self.logit_scale().to(student_image.dtype),
+            self.logit_scale(),
             gather_teacher=self.gather_teacher,
             group=self.group,
         )
