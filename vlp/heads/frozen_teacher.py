@@ -22,7 +22,7 @@ def _call_model(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 
 class FrozenTeacher(nn.Module):
-    """Wrap a pretrained model as a frozen distillation teacher (S-SMKE, B2 and defect B7.4).
+    """Wrap a pretrained model as a frozen distillation teacher (S-SMKE).
 
     The wrapped model's parameters are set to ``requires_grad=False``, it is put in
     ``eval()`` mode at construction, **kept there whatever mode the parent is put in**

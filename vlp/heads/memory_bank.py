@@ -23,7 +23,7 @@ def _check_size(name: str, value: object) -> int:
 
 
 class TeacherMemoryBank(nn.Module):
-    """Ring buffer of the last ``size`` teacher embeddings (S-SMKE, B3.1).
+    """Ring buffer of the last ``size`` teacher embeddings (S-SMKE).
 
     Slot ``k mod size`` holds the ``k``-th embedding ever enqueued (counting every rank's
     rows, rank 0's first, at each call), so after enqueues totalling ``N`` rows the bank

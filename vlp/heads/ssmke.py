@@ -1,6 +1,6 @@
 """S-SMKE model parts: token-type embedding, the shared block, the KD head and the composite.
 
-S-SMKE (B2) puts the first layers of two pretrained unimodal encoders under one
+S-SMKE puts the first layers of two pretrained unimodal encoders under one
 randomly initialised pre-LN Transformer block shared by both modalities. A token-type
 embedding scaled by a tiny LayerScale is added to the encoder outputs first; the
 block returns its MLP intermediate (for a second image-text contrastive loss) beside
@@ -64,7 +64,7 @@ def _init_linear_layers(module: nn.Module) -> None:
 
 
 class TokenTypeEmbedding(nn.Module):
-    """A modality embedding scaled by a tiny learnable LayerScale (S-SMKE, B2).
+    """A modality embedding scaled by a tiny learnable LayerScale (S-SMKE).
 
     ``forward(x, type_id) = x + gamma * E[type_id]`` with ``E`` an
     ``nn.Embedding(num_types, dim)`` (default N(0, 1) init) and ``gamma`` a ``(dim,)``
@@ -211,7 +211,7 @@ class SharedBlock(nn.Module):
 
 
 class PostLNBlock(Block):  # type: ignore[misc]
-    """A timm ViT block with post-LN residuals (the Data2Vec 2.0 image encoder's blocks, B2).
+    """A timm ViT block with post-LN residuals (the Data2Vec 2.0 image encoder's blocks).
 
     ``h = LN_1(x + Attn(x))``, ``out = LN_2(h + MLP(h))``. It keeps timm ``Block``'s
     constructor and submodule names (``norm1``, ``attn``, ``ls1``, ``norm2``, ``mlp``,
@@ -231,7 +231,7 @@ class PostLNBlock(Block):  # type: ignore[misc]
 
 
 class SSMKEHead(nn.Module):
-    """The KD projection head: ``Linear(LayerNorm(x))`` (S-SMKE, B2).
+    """The KD projection head: ``Linear(LayerNorm(x))`` (S-SMKE).
 
     Args:
         dim: input width ``D``.
@@ -282,7 +282,7 @@ TextEncoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SSMKE(nn.Module):
-    """The S-SMKE student: two unimodal encoders under one shared block (B2).
+    """The S-SMKE student: two unimodal encoders under one shared block.
 
     ``encode_image`` / ``encode_text`` run the modality's encoder, add the token-type
     embedding, run the [`SharedBlock`][vlp.heads.ssmke.SharedBlock] (with the text's

@@ -1,6 +1,6 @@
 """Build the S-SMKE student from the first layers of pretrained encoders, and load their weights.
 
-S-SMKE (B2) slices the first 6 of 12 layers of a pretrained image encoder and of a
+S-SMKE slices the first 6 of 12 layers of a pretrained image encoder and of a
 pretrained text encoder, and trains them under one new shared block. Here the image
 encoder is any timm ``VisionTransformer`` and the text encoder any open_clip
 ``TextTransformer`` (causal as pretrained, or bidirectional with a padding mask, the
@@ -285,7 +285,7 @@ def build_ssmke(
     layerscale_init: float = 0.2,
     token_type_init: float = 1e-5,
 ) -> SSMKE:
-    """The S-SMKE student from the first layers of a timm ViT and an open_clip text tower (B2).
+    """The S-SMKE student from the first layers of a timm ViT and an open_clip text tower.
 
     Both encoders are truncated in place (load their pretrained weights first, or
     afterwards with their ``load_pretrained``); the token-type embedding, shared block

@@ -127,7 +127,7 @@ def contrastive_distillation_loss(
     gather_teacher: bool = False,
     group: ProcessGroup | None = None,
 ) -> ContrastiveDistillationOutput:
-    r"""InfoNCE of both student towers against frozen teacher embeddings and a bank (S-SMKE, B3.1).
+    r"""InfoNCE of both student towers against frozen teacher embeddings and a bank (S-SMKE).
 
     With L2-normalised student rows $\hat s^v_i, \hat s^w_i$, teacher rows $t_i$ and the
     candidate matrix $C = [t_1; \dots; t_B; m_1; \dots; m_G]$ (the batch's teacher
@@ -227,7 +227,7 @@ def feature_distillation_loss(
     - ``"smooth_l1"``: ``torch.nn.functional.smooth_l1_loss(s, t, beta=beta)``, the mean
       over every element (Huber with threshold ``beta``, divided by ``beta``).
     - ``"mse"``: mean over every element of $(s - t)^2$; the regression of the teacher
-      CLS that the S-SMKE thesis replaced by the contrastive form (B3).
+      CLS that the S-SMKE thesis replaced by the contrastive form.
 
     Reference: S-SMKE thesis, "modality-invariant targets" (MSE vs contrastive), and the
     cosine / smooth-L1 feature regression of data2vec-style distillation.
@@ -321,7 +321,7 @@ def ssmke_loss(
     gather_teacher: bool = False,
     group: ProcessGroup | None = None,
 ) -> SSMKELossOutput:
-    r"""The S-SMKE objective: distillation plus the two image-text contrastive terms (B3.3).
+    r"""The S-SMKE objective: distillation plus the two image-text contrastive terms.
 
     $\mathcal{L} = \mathcal{L}_{KD} + \tfrac12(\mathrm{ITC}_{interm} + \mathrm{ITC}_{out})$.
     Expanded: $\tfrac12\mathrm{CE}_{i2i} + \tfrac12\mathrm{CE}_{t2i} + \tfrac14(\mathrm{CE}_{i2t}
@@ -362,7 +362,7 @@ def ssmke_loss(
 
 
 class ContrastiveDistillationLoss(nn.Module):
-    r"""Contrastive distillation with its teacher memory bank and temperature (S-SMKE, B3.1).
+    r"""Contrastive distillation with its teacher memory bank and temperature (S-SMKE).
 
     Holds a [`TeacherMemoryBank`][vlp.heads.memory_bank.TeacherMemoryBank] and a
     [`LogitScale`][vlp.heads.logit_scale.LogitScale]. ``forward`` computes
