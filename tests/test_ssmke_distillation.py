@@ -316,6 +316,25 @@ def test_loss_module_fixed_scale_and_bank_update(generator: torch.Generator) -> 
     assert int(loss_fn.bank.pointer) == 2  # 8 rows in a bank of 6; eval does not enqueue
 
 
+def test_loss_module_learnable_scale(generator: torch.Generator) -> None:
+    loss_fn = ContrastiveDistillationLoss(
+        bank_size=8, dim=4, learnable_scale=True, init_scale=50.0, max_scale=60.0,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert len(loss_fn.bank) == 8  # random_unit: full from the start, as the reference
+    s = torch.randn(3, 4, generator=generator)
+    t = torch.randn(3, 4, generator=generator)
+    out = loss_fn(s, s.flip(0), t)
+    assert out.logits_image.shape == (3, 11)
+    out.loss.backward()
+    grad = loss_fn.logit_scale.log_scale.grad
+    assert grad is not None and float(grad) != 0.0
+    with torch.no_grad():
+        loss_fn.logit_scale.log_scale.fill_(math.log(80.0))
+    loss_fn.clamp_()
+    assert float(loss_fn.logit_scale().detach()) <= 60.0
+
+
 # ------------------------------------------------------------------------- memory bank
 
 
