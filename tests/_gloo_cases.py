@@ -169,8 +169,59 @@ def _loss_cases(rank: int) -> list[dict[str, Any]]:
     return [loss_step(model, x[rows], t[rows], ids[rows], n, c) for n, c in LOSS_CASES]
 
 
+# ------------------------------------------------------------------------------ S-SMKE
+
+SSMKE_SIZES = (3, 5)  # uneven on purpose
+SSMKE_BANK_SIZE = 7  # not a multiple of the global batch: every enqueue wraps differently
+
+
+def ssmke_data() -> tuple[
+    list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """Global batches to enqueue, student image/text features, teacher targets, a bank."""
+    from vlp.heads import TeacherMemoryBank  # noqa: F401  (imported here for the children)
+
+    g = torch.Generator().manual_seed(2)
+    n, d = sum(SSMKE_SIZES), 4
+    steps = [torch.randn(n, d, generator=g, dtype=F64) for _ in range(3)]
+    s_img, s_txt, teacher = (torch.randn(n, d, generator=g, dtype=F64) for _ in range(3))
+    bank = torch.nn.functional.normalize(torch.randn(6, d, generator=g, dtype=F64), dim=-1)
+    return steps, s_img, s_txt, teacher, bank
+
+
+def _ssmke_cases(rank: int) -> dict[str, Any]:
+    from vlp.heads import TeacherMemoryBank
+    from vlp.losses import contrastive_distillation_loss
+
+    steps, s_img, s_txt, teacher, bank = ssmke_data()
+    start = sum(SSMKE_SIZES[:rank])
+    rows = slice(start, start + SSMKE_SIZES[rank])
+    memory = TeacherMemoryBank(SSMKE_BANK_SIZE, steps[0].shape[1], init="empty", dtype=F64)
+    for batch in steps:
+        memory.enqueue(batch[rows])
+    image = s_img[rows].clone().requires_grad_()
+    text = s_txt[rows].clone().requires_grad_()
+    out = contrastive_distillation_loss(image, text, teacher[rows], bank, 4.0, gather_teacher=True)
+    out.loss.backward()
+    local = contrastive_distillation_loss(image, text, teacher[rows], bank, 4.0)
+    return {
+        "bank": memory.bank.clone(),
+        "pointer": int(memory.pointer),
+        "filled": len(memory),
+        "loss": out.loss.detach(),
+        "labels": out.labels,
+        "grad_image": image.grad,
+        "grad_text": text.grad,
+        "local_loss": local.loss.detach(),
+    }
+
+
 def _worker(rank: int, world: int) -> dict[str, Any]:
-    return {"gather": _gather_cases(rank, world), "losses": _loss_cases(rank)}
+    return {
+        "gather": _gather_cases(rank, world),
+        "losses": _loss_cases(rank),
+        "ssmke": _ssmke_cases(rank),
+    }
 
 
 @functools.cache

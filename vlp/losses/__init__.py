@@ -32,3 +32,22 @@ __all__ = [
     "multiview_clip_loss",
     "siglip_loss",
 ]
+
+# Distillation from frozen unimodal teachers (S-SMKE)
+from vlp.losses.distill import (
+    ContrastiveDistillationLoss,
+    ContrastiveDistillationOutput,
+    SSMKELossOutput,
+    contrastive_distillation_loss,
+    feature_distillation_loss,
+    ssmke_loss,
+)
+
+__all__ += [
+    "ContrastiveDistillationLoss",
+    "ContrastiveDistillationOutput",
+    "SSMKELossOutput",
+    "contrastive_distillation_loss",
+    "feature_distillation_loss",
+    "ssmke_loss",
+]

@@ -1,0 +1,140 @@
+"""A frozen teacher: any module in eval mode under ``no_grad``, returning L2-normalised features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlp._checks import check_tensor
+
+__all__ = ["FrozenTeacher"]
+
+FeatureFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def _call_model(model: nn.Module, inputs: Any) -> torch.Tensor:
+    out: torch.Tensor = model(inputs)
+    return out
+
+
+class FrozenTeacher(nn.Module):
+    """Wrap a pretrained model as a frozen distillation teacher (S-SMKE).
+
+    The wrapped model's parameters are set to ``requires_grad=False``, it is put in
+    ``eval()`` mode at construction, **kept there whatever mode the parent is put in**
+    (``train()`` is overridden, and ``forward`` re-asserts eval mode in case the model was
+    switched directly), and every call runs under ``torch.no_grad()``. Dropout, drop-path
+    and batch-norm statistics of the teacher therefore never change its targets. (The
+    S-SMKE reference put its teacher in eval mode once, so a later ``.train()`` on the
+    parent could make the targets stochastic.)
+
+    ``forward(inputs)`` returns ``normalize(feature_fn(model, inputs))`` of shape
+    ``(B, E)``. With ``cache=True`` and ``sample_ids``, features are stored per id and
+    only samples not seen before are computed: use it only when a sample's teacher
+    input is the same every time (no random augmentation).
+
+    Args:
+        model: the teacher, any ``nn.Module``.
+        feature_fn: ``feature_fn(model, inputs) -> (B, E)``; default ``model(inputs)``.
+            For a timm ViT whose CLS token of the last block is the target (S-SMKE's
+            BEiT v2 with the final norm removed):
+            ``lambda m, x: m.forward_features(x)[:, 0]``.
+        normalize: L2-normalise the features along the last dim.
+        cache: keep the features of every sample id seen (see above).
+
+    Example:
+        >>> teacher = FrozenTeacher(nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)))
+        >>> parent = nn.ModuleDict({"teacher": teacher}).train()
+        >>> x = torch.randn(2, 4)
+        >>> torch.equal(teacher(x), teacher(x)), teacher(x).requires_grad
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature_fn: FeatureFn | None = None,
+        *,
+        normalize: bool = True,
+        cache: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if feature_fn is not None and not callable(feature_fn):
+            raise TypeError(f"feature_fn must be callable, got {type(feature_fn).__name__}")
+        self.model = model
+        self.feature_fn: FeatureFn = _call_model if feature_fn is None else feature_fn
+        self.normalize = bool(normalize)
+        self.use_cache = bool(cache)
+        self._cache: dict[int, torch.Tensor] = {}
+        model.requires_grad_(False)
+        model.eval()
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """Set this wrapper's mode flag; the wrapped model stays in eval mode."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def _features(self, inputs: Any) -> torch.Tensor:
+        if any(m.training for m in self.model.modules()):
+            self.model.eval()
+        out = self.feature_fn(self.model, inputs)
+        check_tensor("feature_fn output", out)
+        if out.dim() != 2:
+            raise ValueError(f"feature_fn output must have shape (B, E), got {tuple(out.shape)}")
+        return F.normalize(out, dim=-1) if self.normalize else out
+
+    @torch.no_grad()
+    def forward(self, inputs: Any, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher features of a batch, detached.
+
+        Args:
+            inputs: whatever ``feature_fn`` takes, typically images ``(B, 3, H, W)``.
+                With the cache on it must be a tensor whose dim 0 is the batch.
+            sample_ids: ``(B,)`` integer ids of the samples, for the cache (ignored when
+                the cache is off).
+
+        Returns:
+            ``(B, E)`` features, L2-normalised if ``normalize``; ``requires_grad`` is False.
+
+        Raises:
+            ValueError: if the features are not 2-D, or ``sample_ids`` does not match the batch.
+            TypeError: on a non-integer ``sample_ids``, or non-tensor inputs with the cache.
+        """
+        if not self.use_cache or sample_ids is None:
+            return self._features(inputs)
+        check_tensor("inputs", inputs)
+        check_tensor("sample_ids", sample_ids)
+        if sample_ids.is_floating_point() or sample_ids.dtype == torch.bool:
+            raise TypeError(f"sample_ids must have an integer dtype, got {sample_ids.dtype}")
+        if sample_ids.shape != (inputs.shape[0],):
+            raise ValueError(
+                f"sample_ids must have shape ({inputs.shape[0]},) (one id per input), "
+                f"got {tuple(sample_ids.shape)}"
+            )
+        ids = [int(i) for i in sample_ids.tolist()]
+        missing = [k for k, i in enumerate(ids) if i not in self._cache]
+        if missing:
+            index = torch.tensor(missing, device=inputs.device)
+            fresh = self._features(inputs.index_select(0, index))
+            for k, row in zip(missing, fresh):
+                self._cache[ids[k]] = row.clone()
+        return torch.stack([self._cache[i] for i in ids])
+
+    def clear_cache(self) -> None:
+        """Drop every cached feature."""
+        self._cache.clear()
+
+    def cache_size(self) -> int:
+        """Number of cached sample ids."""
+        return len(self._cache)
+
+    def extra_repr(self) -> str:
+        """Show the options."""
+        return f"normalize={self.normalize}, cache={self.use_cache}"

@@ -1,0 +1,179 @@
+"""A FIFO memory bank of past frozen-teacher embeddings: the negatives of S-SMKE's distillation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlp._checks import check_floating, check_shape
+from vlp.distributed import ProcessGroup, all_gather_no_grad
+
+__all__ = ["TeacherMemoryBank"]
+
+
+def _check_size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class TeacherMemoryBank(nn.Module):
+    """Ring buffer of the last ``size`` teacher embeddings (S-SMKE).
+
+    Slot ``k mod size`` holds the ``k``-th embedding ever enqueued (counting every rank's
+    rows, rank 0's first, at each call), so after enqueues totalling ``N`` rows the bank
+    holds the last ``min(N, size)`` of them and ``pointer == N % size``. Any batch size
+    works: a batch that crosses the end of the buffer wraps around, and a batch larger
+    than the buffer leaves only its last ``size`` rows (the reference requires ``size`` to
+    be a multiple of the global batch and crashes on one device). Because the teacher is
+    frozen, old entries stay consistent with new ones: no momentum encoder is needed.
+
+    The bank, the pointer and the fill count are buffers: saved in ``state_dict``, moved
+    by ``.to()``, never parameters (so never in an optimiser) and never part of autograd.
+
+    Args:
+        size: ``G``, the number of embeddings kept (65,536 in S-SMKE).
+        dim: ``D``, the embedding width.
+        init: ``"random_unit"`` fills the bank with uniform [0, 1) rows L2-normalised
+            (the reference: positive-orthant junk negatives until it has been overwritten
+            once); ``"empty"`` starts with no valid entries, so the bank contributes no
+            negatives until filled.
+        generator: generator for the random init.
+        device: device of the buffers.
+        dtype: dtype of the bank (default: torch's default dtype).
+
+    Example:
+        >>> bank = TeacherMemoryBank(4, 2, init="empty")
+        >>> bank.enqueue(torch.eye(2)[[0, 1, 0]])
+        >>> len(bank), int(bank.pointer)
+        (3, 3)
+        >>> bank.enqueue(torch.eye(2)[[1, 1]])
+        >>> len(bank), int(bank.pointer)
+        (4, 1)
+    """
+
+    bank: torch.Tensor
+    pointer: torch.Tensor
+    filled: torch.Tensor
+
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        *,
+        init: Literal["random_unit", "empty"] = "random_unit",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.size = _check_size("size", size)
+        self.dim = _check_size("dim", dim)
+        if init not in ("random_unit", "empty"):
+            raise ValueError(f"init must be 'random_unit' or 'empty', got {init!r}")
+        self.init = init
+        if init == "random_unit":
+            gen_device = generator.device if generator is not None else "cpu"
+            rows = torch.rand(size, dim, generator=generator, device=gen_device, dtype=dtype)
+            bank = F.normalize(rows, dim=-1).to(device)
+            filled = size
+        else:
+            bank = torch.zeros(size, dim, device=device, dtype=dtype)
+            filled = 0
+        self.register_buffer("bank", bank)
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer("filled", torch.full((), filled, dtype=torch.long, device=device))
+        # Host mirrors of pointer/filled, so that enqueue and negatives never sync a device.
+        self._pointer = 0
+        self._filled = filled
+        self.register_load_state_dict_post_hook(_refresh_host_counters)  # type: ignore[no-untyped-call]
+
+    def __len__(self) -> int:
+        """Number of valid entries: ``size`` once the bank has been filled."""
+        return self._filled
+
+    @torch.no_grad()
+    def enqueue(
+        self,
+        embeddings: torch.Tensor,
+        *,
+        gather: bool = True,
+        group: ProcessGroup | None = None,
+    ) -> None:
+        """Write a batch of teacher embeddings at the pointer, wrapping around.
+
+        Args:
+            embeddings: ``(b, D)`` floating teacher embeddings of this rank (stored as
+                given, cast to the bank's dtype: pass unit rows). ``b`` may be any size,
+                including 0 and more than ``size``, and may differ between ranks.
+            gather: first gather the embeddings of every rank of ``group`` (rank order),
+                so that every rank keeps the same bank. Every rank must then call it.
+                Without a process group it changes nothing.
+            group: process group; ``None`` means the default group.
+
+        Raises:
+            ValueError: if ``embeddings`` is not ``(b, D)``.
+            TypeError: if it is not a floating tensor.
+        """
+        check_shape("embeddings", embeddings, ("b", self.dim))
+        check_floating("embeddings", embeddings)
+        rows = all_gather_no_grad(embeddings, group) if gather else embeddings.detach()
+        n = rows.shape[0]
+        if n == 0:
+            return
+        rows = rows.to(device=self.bank.device, dtype=self.bank.dtype)
+        start = self._pointer
+        if n > self.size:
+            # Only the last `size` rows survive; they start at slot (start + n - size).
+            start = (start + n - self.size) % self.size
+            rows = rows[n - self.size :]
+        slots = (start + torch.arange(rows.shape[0], device=self.bank.device)) % self.size
+        self.bank.index_copy_(0, slots, rows)
+        self._pointer = (self._pointer + n) % self.size
+        self._filled = min(self.size, self._filled + n)
+        self.pointer.fill_(self._pointer)
+        self.filled.fill_(self._filled)
+
+    def negatives(self) -> torch.Tensor:
+        """The valid entries, ``(G_valid, D)`` in slot order, detached.
+
+        For an ``"empty"`` bank that has not wrapped yet these are the first slots,
+        oldest first; otherwise every slot. The order does not matter to a softmax over
+        negatives; use [`chronological`][vlp.heads.memory_bank.TeacherMemoryBank.chronological]
+        for oldest-first order.
+        """
+        return self.bank[: self._filled].detach()
+
+    def chronological(self) -> torch.Tensor:
+        """The valid entries, ``(G_valid, D)``, oldest first (a copy)."""
+        if self._filled < self.size:
+            return self.bank[: self._filled].detach().clone()
+        return torch.roll(self.bank.detach(), -self._pointer, dims=0)
+
+    def reset(self) -> None:
+        """Forget every entry (the bank becomes empty, whatever its ``init``)."""
+        self.bank.zero_()
+        self._pointer = self._filled = 0
+        self.pointer.zero_()
+        self.filled.zero_()
+
+    def extra_repr(self) -> str:
+        """Show size, width, init and fill state."""
+        return f"size={self.size}, dim={self.dim}, init={self.init!r}, filled={self._filled}"
+
+
+def _refresh_host_counters(module: nn.Module, incompatible_keys: Any) -> None:
+    # One host read per load_state_dict, never per step.
+    assert isinstance(module, TeacherMemoryBank)
+    pointer, filled = int(module.pointer), int(module.filled)
+    if not (0 <= pointer < module.size and 0 <= filled <= module.size):
+        raise ValueError(
+            f"loaded TeacherMemoryBank state is inconsistent: pointer={pointer}, "
+            f"filled={filled} for size={module.size}"
+        )
+    module._pointer, module._filled = pointer, filled

@@ -1,0 +1,454 @@
+"""Distilling a frozen unimodal (image) teacher into both towers of a vision-language student.
+
+Contrastive distillation against the teacher's embeddings plus a memory bank of past
+teacher embeddings (S-SMKE), the plain feature-regression alternatives it replaced, and
+the full S-SMKE objective ``L_KD + (ITC(intermediate) + ITC(output)) / 2``.
+
+Reference: T. Cares, "Leveraging Pretrained Unimodal Models for Efficient
+Vision-Language Pretraining" (S-SMKE, master's thesis and ``TimCares/EV-LP``), the
+``KDClipMomentumMemoryBankLoss`` and ``ClipLoss`` of its reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlp._checks import check_finite, check_floating, check_matrix, check_same_device, check_tensor
+from vlp.distributed import (
+    ProcessGroup,
+    all_gather_no_grad,
+    all_gather_sizes,
+    average_gradient,
+    get_rank,
+    get_world_size,
+)
+from vlp.heads.logit_scale import LogitScale
+from vlp.heads.memory_bank import TeacherMemoryBank
+from vlp.losses._contrastive import as_scalar, logits_dtype
+from vlp.losses.clip import clip_loss
+
+__all__ = [
+    "ContrastiveDistillationLoss",
+    "ContrastiveDistillationOutput",
+    "SSMKELossOutput",
+    "contrastive_distillation_loss",
+    "feature_distillation_loss",
+    "ssmke_loss",
+]
+
+FeatureDistillationKind = Literal["cosine", "smooth_l1", "mse"]
+
+
+class ContrastiveDistillationOutput(NamedTuple):
+    """The result of contrastive distillation: the total, both halves, logits and labels.
+
+    Returned by
+    [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss].
+
+    ``B`` is this rank's batch, ``C`` the number of candidate columns: the teacher
+    targets (``B``, or the global batch ``M`` with ``gather_teacher=True``) followed by
+    the ``G`` valid bank entries.
+
+    Attributes:
+        loss: scalar, ``(loss_image + loss_text) / 2`` (S-SMKE weights the halves 1:1).
+        loss_image: scalar, image-to-teacher ("i2i") cross-entropy, mean over rows.
+        loss_text: scalar, text-to-teacher ("t2i") cross-entropy, mean over rows.
+        logits_image: ``(B, C)`` scaled logits of the student image rows.
+        logits_text: ``(B, C)`` scaled logits of the student text rows.
+        labels: ``(B,)`` int64, the column of each row's own teacher embedding.
+    """
+
+    loss: torch.Tensor
+    loss_image: torch.Tensor
+    loss_text: torch.Tensor
+    logits_image: torch.Tensor
+    logits_text: torch.Tensor
+    labels: torch.Tensor
+
+
+def _check_features(
+    student_image: torch.Tensor, student_text: torch.Tensor, teacher: torch.Tensor
+) -> None:
+    named = (("student_image", student_image), ("student_text", student_text), ("teacher", teacher))
+    for name, value in named:
+        check_matrix(name, value)
+    for name, value in named[1:]:
+        if value.shape != student_image.shape:
+            raise ValueError(
+                f"{name} must have the shape of student_image {tuple(student_image.shape)}, "
+                f"got {tuple(value.shape)}"
+            )
+        if value.dtype != student_image.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of student_image ({student_image.dtype}), "
+                f"got {value.dtype}"
+            )
+    check_same_device(*named)
+    if student_image.device.type == "cpu":
+        for name, value in named:
+            check_finite(name, value)
+
+
+def _bank_tensor(
+    bank: torch.Tensor | TeacherMemoryBank | None, like: torch.Tensor
+) -> torch.Tensor | None:
+    if bank is None:
+        return None
+    if isinstance(bank, TeacherMemoryBank):
+        bank = bank.negatives()
+    check_tensor("bank", bank)
+    if bank.dim() != 2 or bank.shape[1] != like.shape[1]:
+        raise ValueError(
+            f"bank must have shape (G, {like.shape[1]}) (G past teacher embeddings of the "
+            f"features' width), got {tuple(bank.shape)}"
+        )
+    check_floating("bank", bank)
+    if bank.device != like.device:
+        raise ValueError(f"bank must be on the features' device {like.device}, got {bank.device}")
+    if bank.shape[0] == 0:
+        return None
+    if bank.device.type == "cpu":
+        check_finite("bank", bank)
+    return bank.detach().to(like.dtype)
+
+
+def contrastive_distillation_loss(
+    student_image: torch.Tensor,
+    student_text: torch.Tensor,
+    teacher: torch.Tensor,
+    bank: torch.Tensor | TeacherMemoryBank | None,
+    logit_scale: float | torch.Tensor,
+    *,
+    gather_teacher: bool = False,
+    group: ProcessGroup | None = None,
+) -> ContrastiveDistillationOutput:
+    r"""InfoNCE of both student towers against frozen teacher embeddings and a bank (S-SMKE).
+
+    With L2-normalised student rows $\hat s^v_i, \hat s^w_i$, teacher rows $t_i$ and the
+    candidate matrix $C = [t_1; \dots; t_B; m_1; \dots; m_G]$ (the batch's teacher
+    embeddings followed by the bank), the logits are $\lambda \hat s^v C^\top$ and
+    $\lambda \hat s^w C^\top$, each ``(B, B + G)``; the target of row ``i`` is column
+    ``i``, its own image's teacher embedding. The loss is
+
+    $$\mathcal{L}_{KD} = \tfrac12\,\mathrm{CE}(\lambda \hat s^v C^\top, i)
+    + \tfrac12\,\mathrm{CE}(\lambda \hat s^w C^\top, i),$$
+
+    each cross-entropy averaged over the rows (``KDClipMomentumMemoryBankLoss`` of the
+    reference). With ``B = 1`` and no bank the loss is 0; with the student equal to the
+    teacher it goes to 0 as $\lambda$ grows; with random unit vectors at $\lambda = 1$ it
+    is about $\ln(B + G)$.
+
+    The student features and the teacher are L2-normalised here; the bank is used as
+    given (a [`TeacherMemoryBank`][vlp.heads.memory_bank.TeacherMemoryBank] stores unit
+    rows). Gradients flow into the student features and ``logit_scale``, and into
+    ``teacher`` only if it requires grad (a frozen teacher does not); never into the bank.
+
+    **Distributed.** By default the teacher targets are this rank's own (the reference
+    training loss: positives and in-batch negatives are local). With
+    ``gather_teacher=True`` the targets of every rank are gathered (no gradient), the
+    labels are offset by the rows of the ranks before this one, and, as in
+    [`clip_loss`][vlp.losses.clip.clip_loss], each rank returns ``W / M`` times its
+    rows' summed cross-entropies: the per-rank values average to the single-process loss
+    of the global batch, and DDP's gradient averaging reproduces its gradients.
+
+    Args:
+        student_image: ``(B, D)`` floating, the KD projections of the images.
+        student_text: ``(B, D)``, same dtype and device, the KD projections of the captions
+            of the same images.
+        teacher: ``(B, D)``, the frozen teacher's embedding of each image.
+        bank: ``(G, D)`` past teacher embeddings (unit rows), a
+            [`TeacherMemoryBank`][vlp.heads.memory_bank.TeacherMemoryBank] (its valid
+            entries are used), or ``None``; ``None`` or ``G = 0`` uses only the batch.
+        logit_scale: the multiplier $\lambda$ (already exponentiated): a positive float or
+            a one-element tensor. S-SMKE keeps it at ``1 / 0.07``.
+        gather_teacher: gather the teacher targets of all ranks (see above).
+        group: process group; ``None`` means the default group if one is initialised.
+
+    Returns:
+        A [`ContrastiveDistillationOutput`][vlp.losses.distill.ContrastiveDistillationOutput]
+        (the scalars in float32 or wider).
+
+    Raises:
+        ValueError: on non-2-D, empty or mismatched shapes, a bank of another width or
+            device, NaN/inf (checked on CPU tensors), or a non-positive ``logit_scale``.
+        TypeError: on non-floating or mixed dtypes.
+    """
+    _check_features(student_image, student_text, teacher)
+    scale = as_scalar("logit_scale", logit_scale, student_image, positive=True)
+    if not isinstance(gather_teacher, bool):
+        raise TypeError(f"gather_teacher must be a bool, got {type(gather_teacher).__name__}")
+    negatives = _bank_tensor(bank, student_image)
+
+    image = F.normalize(student_image, dim=-1)
+    text = F.normalize(student_text, dim=-1)
+    targets = F.normalize(teacher, dim=-1)
+    rows = image.shape[0]
+    world = get_world_size(group)
+    if gather_teacher and world > 1:
+        sizes = all_gather_sizes(targets, group)
+        offset = sum(sizes[: get_rank(group)])
+        gathered = all_gather_no_grad(targets, group, sizes=sizes)
+        # Keep this rank's own rows (and their autograd history, if any) in place.
+        targets = torch.cat([gathered[:offset], targets, gathered[offset + rows :]])
+        weight = world / sum(sizes)
+        scale = average_gradient(scale, group)
+    else:
+        offset, weight = 0, 1.0 / rows
+    columns = targets if negatives is None else torch.cat([targets, negatives])
+
+    dtype = logits_dtype(image.dtype)
+    logits_image = scale * (image @ columns.T).to(dtype)
+    logits_text = scale * (text @ columns.T).to(dtype)
+    labels = torch.arange(offset, offset + rows, device=image.device)
+    loss_image = weight * F.cross_entropy(logits_image, labels, reduction="sum")
+    loss_text = weight * F.cross_entropy(logits_text, labels, reduction="sum")
+    loss = (loss_image + loss_text) / 2
+    return ContrastiveDistillationOutput(
+        loss, loss_image, loss_text, logits_image, logits_text, labels
+    )
+
+
+def feature_distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    kind: FeatureDistillationKind = "cosine",
+    *,
+    normalize: bool = False,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    r"""Regress the teacher's features with the student's (the baselines S-SMKE compares).
+
+    - ``"cosine"``: mean over rows of $1 - \cos(s_i, t_i)$ (always scale-free).
+    - ``"smooth_l1"``: ``torch.nn.functional.smooth_l1_loss(s, t, beta=beta)``, the mean
+      over every element (Huber with threshold ``beta``, divided by ``beta``).
+    - ``"mse"``: mean over every element of $(s - t)^2$; the regression of the teacher
+      CLS that the S-SMKE thesis replaced by the contrastive form.
+
+    Reference: S-SMKE thesis, "modality-invariant targets" (MSE vs contrastive), and the
+    cosine / smooth-L1 feature regression of data2vec-style distillation.
+
+    Args:
+        student: ``(..., D)`` floating student features (any leading dims: ``(B, D)`` for
+            a CLS embedding, ``(B, T, D)`` for tokens).
+        teacher: same shape, dtype and device; the targets (detach them if the teacher is
+            not to be trained; a [`FrozenTeacher`][vlp.heads.frozen_teacher.FrozenTeacher]
+            output already is).
+        kind: ``"cosine"``, ``"smooth_l1"`` or ``"mse"``.
+        normalize: L2-normalise both along ``D`` first (for ``"smooth_l1"`` and ``"mse"``;
+            ``"cosine"`` is unaffected).
+        beta: the smooth-L1 threshold, ``> 0``.
+
+    Returns:
+        A scalar tensor (float32 or wider).
+
+    Raises:
+        ValueError: on mismatched or empty shapes, 0-dim input, an unknown ``kind``,
+            NaN/inf (CPU tensors) or a non-positive ``beta``.
+        TypeError: on non-floating or mixed dtypes.
+    """
+    for name, value in (("student", student), ("teacher", teacher)):
+        check_floating(name, value)
+        if value.dim() == 0 or value.numel() == 0:
+            raise ValueError(
+                f"{name} must have shape (..., D) with at least one element, "
+                f"got {tuple(value.shape)}"
+            )
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student and teacher must have the same shape, got {tuple(student.shape)} "
+            f"and {tuple(teacher.shape)}"
+        )
+    if student.dtype != teacher.dtype:
+        raise TypeError(
+            f"student and teacher must have the same dtype, got {student.dtype} and {teacher.dtype}"
+        )
+    check_same_device(("student", student), ("teacher", teacher))
+    if kind not in ("cosine", "smooth_l1", "mse"):
+        raise ValueError(f"kind must be one of ('cosine', 'smooth_l1', 'mse'), got {kind!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a float, got {type(beta).__name__}")
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got {beta}")
+    if student.device.type == "cpu":
+        check_finite("student", student)
+        check_finite("teacher", teacher)
+
+    dtype = logits_dtype(student.dtype)
+    s, t = student.to(dtype), teacher.to(dtype)
+    if kind == "cosine":
+        cos = (F.normalize(s, dim=-1) * F.normalize(t, dim=-1)).sum(dim=-1)
+        return (1 - cos).mean()
+    if normalize:
+        s, t = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+    if kind == "mse":
+        return F.mse_loss(s, t)
+    return F.smooth_l1_loss(s, t, beta=float(beta))
+
+
+class SSMKELossOutput(NamedTuple):
+    """What [`ssmke_loss`][vlp.losses.distill.ssmke_loss] returns.
+
+    Attributes:
+        loss: scalar, ``kd + (itc_intermediate + itc_output) / 2``.
+        kd: scalar, the contrastive distillation loss (``ContrastiveDistillationOutput.loss``).
+        itc_intermediate: scalar, CLIP loss on the shared block's MLP intermediates.
+        itc_output: scalar, CLIP loss on the shared block's outputs.
+        distillation: the full
+            [`ContrastiveDistillationOutput`][vlp.losses.distill.ContrastiveDistillationOutput].
+    """
+
+    loss: torch.Tensor
+    kd: torch.Tensor
+    itc_intermediate: torch.Tensor
+    itc_output: torch.Tensor
+    distillation: ContrastiveDistillationOutput
+
+
+def ssmke_loss(
+    image: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    teacher: torch.Tensor,
+    bank: torch.Tensor | TeacherMemoryBank | None,
+    kd_scale: float | torch.Tensor,
+    itc_scale_intermediate: float | torch.Tensor,
+    itc_scale_output: float | torch.Tensor,
+    *,
+    gather_teacher: bool = False,
+    group: ProcessGroup | None = None,
+) -> SSMKELossOutput:
+    r"""The S-SMKE objective: distillation plus the two image-text contrastive terms.
+
+    $\mathcal{L} = \mathcal{L}_{KD} + \tfrac12(\mathrm{ITC}_{interm} + \mathrm{ITC}_{out})$.
+    Expanded: $\tfrac12\mathrm{CE}_{i2i} + \tfrac12\mathrm{CE}_{t2i} + \tfrac14(\mathrm{CE}_{i2t}
+    + \mathrm{CE}_{t2i})_{interm} + \tfrac14(\mathrm{CE}_{i2t} + \mathrm{CE}_{t2i})_{out}$.
+    Both ITC terms are [`clip_loss`][vlp.losses.clip.clip_loss] with its defaults
+    (gather with gradient, local loss).
+
+    Args:
+        image: ``(x_interm (B, 4D'), x (B, D'), kd (B, E))`` of the images, e.g. an
+            [`SSMKEOutput`][vlp.heads.ssmke.SSMKEOutput].
+        text: the same triple for the paired captions.
+        teacher: ``(B, E)`` frozen teacher embeddings of the images.
+        bank: the teacher memory bank (see
+            [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss]).
+        kd_scale: the distillation multiplier (fixed ``1 / 0.07`` in S-SMKE).
+        itc_scale_intermediate: CLIP multiplier of the intermediate ITC (learnable in S-SMKE).
+        itc_scale_output: CLIP multiplier of the output ITC.
+        gather_teacher: see
+            [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss].
+        group: process group; ``None`` means the default group if one is initialised.
+
+    Returns:
+        An [`SSMKELossOutput`][vlp.losses.distill.SSMKELossOutput].
+    """
+    for name, value in (("image", image), ("text", text)):
+        if not isinstance(value, tuple) or len(value) != 3:
+            raise TypeError(
+                f"{name} must be a tuple (x_interm, x, kd) of three tensors, "
+                f"got {type(value).__name__}"
+            )
+    kd = contrastive_distillation_loss(
+        image[2], text[2], teacher, bank, kd_scale, gather_teacher=gather_teacher, group=group
+    )
+    itc_interm = clip_loss(image[0], text[0], itc_scale_intermediate, group=group)
+    itc_out = clip_loss(image[1], text[1], itc_scale_output, group=group)
+    total = kd.loss + (itc_interm + itc_out) / 2
+    return SSMKELossOutput(total, kd.loss, itc_interm, itc_out, kd)
+
+
+class ContrastiveDistillationLoss(nn.Module):
+    r"""Contrastive distillation with its teacher memory bank and temperature (S-SMKE).
+
+    Holds a [`TeacherMemoryBank`][vlp.heads.memory_bank.TeacherMemoryBank] and a
+    [`LogitScale`][vlp.heads.logit_scale.LogitScale]. ``forward`` computes
+    [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss]
+    against the bank's valid entries and then, in training mode, enqueues the teacher
+    embeddings (gathered from every rank), as the reference does after the loss.
+
+    The reference never trains the temperature (its parameter is outside the optimised
+    module), so the scale is fixed at ``1 / 0.07`` unless ``learnable_scale=True``.
+
+    Args:
+        bank_size: ``G``, the number of past teacher embeddings kept (65,536 in S-SMKE).
+        dim: ``D``, the teacher embedding width.
+        init: ``"random_unit"`` (the reference: uniform [0, 1) rows, L2-normalised) or
+            ``"empty"`` (no negatives until filled).
+        init_scale: the multiplier $\lambda$.
+        learnable_scale: train the scale (then call `clamp_()` after each step).
+        max_scale: upper bound of the scale for `clamp_()`.
+        gather_teacher: gather the current targets across ranks too (the thesis' formula;
+            the reference uses local targets).
+        group: process group for the gathers.
+        generator: generator of the random bank init.
+        device: device of the bank and the scale.
+        dtype: dtype of the bank and the scale.
+
+    Example:
+        >>> loss_fn = ContrastiveDistillationLoss(bank_size=64, dim=8, init="empty")
+        >>> s_img, s_txt, t = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+        >>> out = loss_fn(s_img, s_txt, t)
+        >>> tuple(out.logits_image.shape), len(loss_fn.bank)
+        ((4, 4), 4)
+    """
+
+    def __init__(
+        self,
+        bank_size: int = 65536,
+        dim: int = 768,
+        *,
+        init: Literal["random_unit", "empty"] = "random_unit",
+        init_scale: float = 1 / 0.07,
+        learnable_scale: bool = False,
+        max_scale: float = 100.0,
+        gather_teacher: bool = False,
+        group: ProcessGroup | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.bank = TeacherMemoryBank(
+            bank_size, dim, init=init, generator=generator, device=device, dtype=dtype
+        )
+        self.logit_scale = LogitScale(
+            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+        )
+        if not isinstance(gather_teacher, bool):
+            raise TypeError(f"gather_teacher must be a bool, got {type(gather_teacher).__name__}")
+        self.gather_teacher = gather_teacher
+        self.group = group
+
+    def forward(
+        self, student_image: torch.Tensor, student_text: torch.Tensor, teacher: torch.Tensor
+    ) -> ContrastiveDistillationOutput:
+        """Compute the loss, then (in training mode) enqueue ``teacher`` into the bank.
+
+        Args:
+            student_image: ``(B, D)`` KD projections of the images.
+            student_text: ``(B, D)`` KD projections of the captions.
+            teacher: ``(B, D)`` teacher embeddings of the images.
+
+        Returns:
+            A [`ContrastiveDistillationOutput`][vlp.losses.distill.ContrastiveDistillationOutput].
+        """
+        out = contrastive_distillation_loss(
+            student_image,
+            student_text,
+            teacher,
+            self.bank,
+            self.logit_scale(),
+            gather_teacher=self.gather_teacher,
+            group=self.group,
+        )
+        if self.training:
+            self.bank.enqueue(teacher, group=self.group)
+        return out
+
+    def clamp_(self) -> None:
+        """Clamp a learnable scale into its bounds; call after ``optimizer.step()``."""
+        self.logit_scale.clamp_()
