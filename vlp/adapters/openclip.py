@@ -33,7 +33,8 @@ from vlp.adapters.tokens import (
 
 #: How filler slots enter attention: ``"mask"`` hides them as keys (additive -inf bias);
 #: ``"reference"`` reproduces the cluster-masking release, whose mask only adds +1 to the
-#: logits of visible-visible pairs and so leaves fillers visible (spec A3.9 / A7.4).
+#: logits of visible-visible pairs and so leaves fillers visible (Wei et al., CVPR 2024,
+#: authors' released code).
 FillerAttention = Literal["mask", "reference"]
 
 __all__ = [
@@ -87,7 +88,7 @@ def open_clip_pos_embed(
 
     Returns ``visual.positional_embedding`` itself when the patch grid of ``image_size``
     equals the tower's, else :func:`~vlp.adapters.interpolate_pos_embed` of it (COSMOS
-    local crops, Kim et al., CVPR 2025; spec Sec. 4.1). Gradients flow to the parameter.
+    local crops, Kim et al., CVPR 2025). Gradients flow to the parameter.
 
     Args:
         model: an open_clip model with a ViT image tower, or the tower.
@@ -148,8 +149,8 @@ def _block_attn_mask(
     """The ``(B * heads, S, S)`` float mask open_clip blocks take, ``S = 1 + K``.
 
     It must be a float mask: ``ResidualAttentionBlock`` casts any mask to the activation
-    dtype, which turns a boolean mask into a +1/0 bias (cluster-masking spec, A3.9). The
-    ``"reference"`` mode builds exactly that +1 bias on purpose.
+    dtype, which turns a boolean mask into a +1/0 bias (what the cluster-masking release
+    runs). The ``"reference"`` mode builds exactly that +1 bias on purpose.
     """
     if pad is None:
         return None
@@ -375,7 +376,7 @@ def open_clip_masked_image_tokens(
     as keys in every attention layer (an additive ``-inf`` bias, never a boolean mask that
     open_clip would turn into a +1 bias) and left out of average / attentional pooling,
     so the pooled embedding depends neither on masked pixels nor on filler contents. This
-    is the clean encoder of cluster masking (Wei et al., CVPR 2024; spec A8), and FLIP
+    is the encoder cluster masking describes (Wei et al., CVPR 2024), and FLIP
     random patch dropout when ``key_padding_mask`` is ``None``.
 
     Args:

@@ -47,8 +47,8 @@ def interpolate_pos_embed(
 
     The prefix rows (the CLS token's) are kept unchanged; the patch rows are reshaped to
     their grid and resampled bicubically (``align_corners=False``, no antialias), the way
-    the COSMOS reference does for its 96 px local crops (Kim et al., CVPR 2025; reference
-    code as described in the COSMOS spec, Sec. 4.1). New grid:
+    the COSMOS reference implementation (the authors' released code) does for its 96 px
+    local crops (Kim et al., CVPR 2025). New grid:
     ``(H // patch_h, W // patch_w)``.
 
     With ``rule="reference"`` the result matches the reference bit for bit: if the new

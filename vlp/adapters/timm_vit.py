@@ -127,7 +127,8 @@ def timm_vit_masked_tokens(
     slots (``key_padding_mask`` ``True``) get an additive ``-inf`` key bias in every block
     and are left out of pooling (token, avg, max, avgmax, ``map`` attention pool), so
     ``pooled`` depends neither on masked pixels nor on filler contents (cluster masking,
-    Wei et al., CVPR 2024, spec A8; FLIP random dropout without fillers).
+    Wei et al., CVPR 2024, with fillers hidden as the paper describes; FLIP random dropout
+    without fillers).
 
     Args:
         model: a ``timm.models.vision_transformer.VisionTransformer``.

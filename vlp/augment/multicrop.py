@@ -1,8 +1,8 @@
 """Multi-crop image views (DINO's ``DataAugmentationDINO`` as COSMOS configures it).
 
 Reference: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
-ICCV 2021 (multi-crop, section 3.1); Kim et al., "COSMOS", CVPR 2025, whose defaults
-(COSMOS spec, section 4) are this module's defaults: 2 global 224 px crops of scale
+ICCV 2021 (multi-crop, section 3.1); Kim et al., "COSMOS", CVPR 2025, whose training
+defaults (as set in its released code) are this module's: 2 global 224 px crops of scale
 (0.4, 1) and 6 local 96 px crops of scale (0.05, 0.4), bicubic, with flip, colour jitter,
 grayscale, Gaussian blur and (second global view only) solarisation.
 """
@@ -72,7 +72,8 @@ class _Rng:
 class MultiCropTransform:
     """DINO/COSMOS multi-crop: one image in, ``2 + num_local`` normalised views out.
 
-    Per view, in this order (COSMOS spec, section 4):
+    Per view, in this order (as in the COSMOS reference implementation, the authors'
+    released code):
 
     1. ``RandomResizedCrop`` to ``global_size`` (scale ``global_scale``) or ``local_size``
        (scale ``local_scale``), aspect ratio in ``ratio``, bicubic; then RGB.

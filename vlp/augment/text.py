@@ -1,9 +1,8 @@
 """COSMOS text cropping: long captions split into sentences, sampled into global and local captions.
 
-Reference: Kim et al., "COSMOS", CVPR 2025, whose data pipeline (shared with FLAIR) pre-splits
-every caption field into sentences and samples ``[G1, G2, L1..L6]`` per image (COSMOS spec,
-section 5): a global caption joins 1 to 5 random sentences with ``". "``, a local caption is
-one sentence.
+Reference: Kim et al., "COSMOS", CVPR 2025, whose released data pipeline (shared with FLAIR)
+pre-splits every caption field into sentences and samples ``[G1, G2, L1..L6]`` per image: a
+global caption joins 1 to 5 random sentences with ``". "``, a local caption is one sentence.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ def split_sentences(text: str) -> list[str]:
     r"""Split a caption into sentences the way the COSMOS/FLAIR pre-splitter does.
 
     Splits on newlines, ``</s>`` and **every** ``.``, strips whitespace and drops empty
-    pieces (COSMOS spec, section 5.1). This is deliberately naive, for parity: ``"3.5"``
-    and ``"Mr. X"`` are split too.
+    pieces, as FLAIR's released pre-processing script does. This is deliberately naive, for
+    parity: ``"3.5"`` and ``"Mr. X"`` are split too.
 
     Args:
         text: the caption.
@@ -65,7 +64,7 @@ def text_crop(
     max_global_sentences: int = 5,
     rng: random.Random,
 ) -> list[str]:
-    """Sample COSMOS's global and local captions from a pool of sentences (spec section 5.2).
+    """Sample COSMOS's global and local captions from a pool of sentences, as its code does.
 
     - **Global captions** (``num_global``): for each, ``n ~ UniformInt{1..max_global_sentences}``
       sentences drawn without replacement, in the drawn order, joined with ``". "`` (no

@@ -3,8 +3,9 @@
 COSMOS (Kim et al., CVPR 2025) builds its cross-modal features this way: every view's
 pooled embedding (a query) attends over the tokens of one view of the other modality of
 the same sample, and the result is added back onto the query. Several query views per
-sample share one set of keys and values (the grouped form, spec section 3.4), so keys and
-values are normalised and projected once per sample, never copied per view.
+sample share one set of keys and values (a grouped form, exactly equal to the reference
+code's copying of keys and values once per view), so keys and values are normalised and
+projected once per sample, never copied per view.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class CrossAttentionPooler(nn.Module):
     r"""One multi-head cross-attention of queries over tokens, plus the raw-query residual.
 
     For a query $q$ (a pooled embedding) and the tokens $X$ of the same sample
-    (Kim et al., CVPR 2025, COSMOS "attentional cross pooler"; spec section 3.1):
+    (Kim et al., CVPR 2025, COSMOS "attentional cross pooler", as in the authors' released
+    code):
 
     $$\mathrm{CA} = \mathrm{MHA}\big(\mathrm{LN}_q(q),\ \mathrm{LN}_k(X),\
     \mathrm{LN}_k(X)\big), \qquad y = \mathrm{L2norm}(q + \mathrm{CA}),$$
@@ -181,7 +183,7 @@ class CrossAttentionPooler(nn.Module):
 class COSMOSHead(nn.Module):
     """The cross-modal part of COSMOS: two token mappings and two cross-attention poolers.
 
-    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; spec section 1.2),
+    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation),
     named as in its checkpoints:
 
     - ``image_token_mapping``: ``Linear(image_token_dim, dim)`` with bias, applied to the
@@ -242,7 +244,7 @@ class COSMOSHead(nn.Module):
         text_mask: torch.Tensor | None = None,
         backend: Backend = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-modal features of every image and caption view (spec section 1.3, step 3).
+        """Cross-modal features of every image and caption view, as COSMOS's training step does.
 
         Args:
             image: ``(B, V_i, D)`` raw pooled image embeddings of every crop (or ``(B, D)``).

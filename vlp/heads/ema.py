@@ -1,6 +1,6 @@
 """Exponential-moving-average teachers (mean teacher / DINO / COSMOS).
 
-COSMOS (Kim et al., CVPR 2025; spec section 7) keeps an EMA copy of the whole student,
+COSMOS (Kim et al., CVPR 2025) keeps an EMA copy of the whole student,
 ``theta_t <- m * theta_t + (1 - m) * theta_s`` over every parameter, with a fixed momentum
 (0.999 at a 1k batch, 0.99 at 4k) or DINO's cosine ramp to 1.
 
@@ -88,8 +88,8 @@ def _pairs(teacher: nn.Module, student: nn.Module) -> tuple[list[torch.Tensor], 
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     r"""In place, ``teacher <- momentum * teacher + (1 - momentum) * student`` for every parameter.
 
-    Parameters are paired in ``parameters()`` order, as the COSMOS reference does (Kim
-    et al., CVPR 2025; spec section 7), frozen ones included; buffers are left alone. One
+    Parameters are paired in ``parameters()`` order, as the COSMOS reference implementation
+    does (Kim et al., CVPR 2025), frozen ones included; buffers are left alone. One
     ``torch._foreach_lerp_`` over all tensors of a (device, dtype) group: a single
     memory-bound pass. A student wrapped in ``DistributedDataParallel`` (or compiled) works,
     since only the order of parameters matters. See the module note on calling it before

@@ -1,10 +1,11 @@
 """COSMOS: multi-view InfoNCE and cross-modality self-distillation.
 
 Reference: Kim, Xiao, Georgescu, Alaniz and Akata, "COSMOS: Cross-Modality Self-Distillation
-for Vision-Language Pre-training", CVPR 2025; the objective as the reference code computes
-it (spec sections 2.1-2.4): a CLIP term over global image crops x all captions, plus a
-contrastive distillation of the student's cross-modal features onto the EMA teacher's
-global image and text embeddings, each a mean of symmetric InfoNCE over pairs of views.
+for Vision-Language Pre-training", CVPR 2025; the objective as the reference implementation
+(the authors' released code) computes it: a CLIP term over global image crops x all
+captions, plus a contrastive distillation of the student's cross-modal features onto the
+EMA teacher's global image and text embeddings, each a mean of symmetric InfoNCE over pairs
+of views.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def multiview_clip_loss(
     chunk_size: int | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    r"""Mean symmetric InfoNCE over every pair of views (COSMOS, Kim et al. 2025; spec Sec. 2.1).
+    r"""Mean symmetric InfoNCE over every pair of views (COSMOS, Kim et al., CVPR 2025).
 
     $$\mathcal{L} = \frac{1}{|A|\,|B|}\sum_{a \in A}\sum_{b \in B} \ell_s(a, b),$$
 
@@ -121,7 +122,7 @@ def cosmos_distillation_loss(
     chunk_size: int | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    r"""Cross-modality self-distillation term of COSMOS (Kim et al. 2025; spec Sec. 2.2).
+    r"""Cross-modality self-distillation term of COSMOS (Kim et al., CVPR 2025).
 
     The mean of four [`multiview_clip_loss`][vlp.losses.cosmos.multiview_clip_loss] groups,
     the teacher side detached (stop-gradient):
@@ -196,7 +197,7 @@ class COSMOSLossOutput(NamedTuple):
 
 
 class COSMOSLoss(nn.Module):
-    """The COSMOS objective with its two learnable temperatures (Kim et al. 2025; spec Sec. 2).
+    """The COSMOS objective with its two learnable temperatures (Kim et al., CVPR 2025).
 
     ``loss = L_CLIP + L_COSMOS`` where ``L_CLIP`` is
     [`multiview_clip_loss`][vlp.losses.cosmos.multiview_clip_loss] of the student's first
