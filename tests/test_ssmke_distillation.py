@@ -316,6 +316,21 @@ def test_loss_module_fixed_scale_and_bank_update(generator: torch.Generator) -> 
     assert int(loss_fn.bank.pointer) == 2  # 8 rows in a bank of 6; eval does not enqueue
 
 
+def test_loss_module_enqueues_normalised_teacher(generator: torch.Generator) -> None:
+    # The loss normalises the teacher rows itself, so a raw (unnormalised) teacher output
+    # is accepted; the bank must then hold the same unit rows the loss used as targets.
+    loss_fn = ContrastiveDistillationLoss(bank_size=8, dim=4, init="empty", dtype=F64)
+    s = torch.randn(3, 4, generator=generator, dtype=F64)
+    raw = 5.0 * torch.randn(3, 4, generator=generator, dtype=F64)
+    loss_fn(s, s, raw)
+    assert_close(loss_fn.bank.negatives(), F.normalize(raw, dim=-1))
+    # The second step therefore equals the functional loss against the unit targets.
+    second = loss_fn(s, s, raw)
+    bank = F.normalize(raw, dim=-1)
+    expected = contrastive_distillation_loss(s, s, raw, bank, 1 / 0.07)
+    assert second.loss.item() == pytest.approx(expected.loss.item(), rel=1e-12)
+
+
 def test_loss_module_learnable_scale(generator: torch.Generator) -> None:
     loss_fn = ContrastiveDistillationLoss(
         bank_size=8, dim=4, learnable_scale=True, init_scale=50.0, max_scale=60.0,

@@ -367,8 +367,9 @@ class ContrastiveDistillationLoss(nn.Module):
     Holds a [`TeacherMemoryBank`][vlp.heads.memory_bank.TeacherMemoryBank] and a
     [`LogitScale`][vlp.heads.logit_scale.LogitScale]. ``forward`` computes
     [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss]
-    against the bank's valid entries and then, in training mode, enqueues the teacher
-    embeddings (gathered from every rank), as the reference does after the loss.
+    against the bank's valid entries and then, in training mode, enqueues the
+    L2-normalised teacher embeddings (gathered from every rank), as the reference does
+    after the loss.
 
     The reference never trains the temperature (its parameter is outside the optimised
     module), so the scale is fixed at ``1 / 0.07`` unless ``learnable_scale=True``.
@@ -426,7 +427,7 @@ class ContrastiveDistillationLoss(nn.Module):
     def forward(
         self, student_image: torch.Tensor, student_text: torch.Tensor, teacher: torch.Tensor
     ) -> ContrastiveDistillationOutput:
-        """Compute the loss, then (in training mode) enqueue ``teacher`` into the bank.
+        """Compute the loss, then (in training mode) enqueue the unit ``teacher`` rows.
 
         Args:
             student_image: ``(B, D)`` KD projections of the images.
@@ -446,7 +447,9 @@ class ContrastiveDistillationLoss(nn.Module):
             group=self.group,
         )
         if self.training:
-            self.bank.enqueue(teacher, group=self.group)
+            # The bank holds the unit targets the loss used (the reference enqueues its
+            # normalised teacher embeddings), whatever the scale of ``teacher``.
+            self.bank.enqueue(F.normalize(teacher.detach(), dim=-1), group=self.group)
         return out
 
     def clamp_(self) -> None:
