@@ -498,6 +498,22 @@ def test_teacher_cache_by_sample_id(generator: torch.Generator) -> None:
         teacher(x[:2], torch.tensor([0.0, 1.0]))
 
 
+def test_teacher_stays_frozen_after_parent_requires_grad(generator: torch.Generator) -> None:
+    # nn.Module.requires_grad_ on a parent sets every parameter directly, the teacher's too;
+    # the next call freezes them again, so an optimiser built from the trainable
+    # parameters after it never sees the teacher.
+    teacher = FrozenTeacher(nn.Linear(4, 3))
+    parent = nn.ModuleDict({"student": nn.Linear(4, 3), "teacher": teacher})
+    parent.requires_grad_(True)
+    x = torch.randn(2, 4, generator=generator)
+    assert not teacher(x).requires_grad
+    assert not any(p.requires_grad for p in teacher.parameters())
+    trainable = [p for p in parent.parameters() if p.requires_grad]
+    assert trainable == list(parent["student"].parameters())
+    # The weights stay in the parent's state_dict (a checkpoint restores the teacher too).
+    assert {"teacher.model.weight", "teacher.model.bias"} <= set(parent.state_dict())
+
+
 def test_teacher_bad_input() -> None:
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         FrozenTeacher(lambda x: x)  # type: ignore[arg-type]

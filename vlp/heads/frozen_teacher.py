@@ -30,7 +30,16 @@ class FrozenTeacher(nn.Module):
     switched directly), and every call runs under ``torch.no_grad()``. Dropout, drop-path
     and batch-norm statistics of the teacher therefore never change its targets. (The
     S-SMKE reference put its teacher in eval mode once, so a later ``.train()`` on the
-    parent could make the targets stochastic.)
+    parent could make the targets stochastic.) Likewise, a parent's
+    ``requires_grad_(True)`` (which sets every parameter directly) is undone at the next
+    call. DDP registers the parameters that require grad when it is built, so build it
+    while the teacher is frozen (an unfrozen teacher makes DDP fail at the second step
+    with unused parameters); a frozen teacher inside a DDP-wrapped parent works.
+
+    The wrapped model is a submodule: its weights are in the parent's ``state_dict``
+    (under ``<name>.model.``) and move with ``.to()``. To keep them out of a student
+    checkpoint, drop those keys when saving and load with ``strict=False``, or hold the
+    teacher outside the module that is saved.
 
     ``forward(inputs)`` returns ``normalize(feature_fn(model, inputs))`` of shape
     ``(B, E)``. With ``cache=True`` and ``sample_ids``, features are stored per id and
@@ -84,6 +93,9 @@ class FrozenTeacher(nn.Module):
     def _features(self, inputs: Any) -> torch.Tensor:
         if any(m.training for m in self.model.modules()):
             self.model.eval()
+        # A parent's requires_grad_(True) sets the teacher's parameters directly; undo it.
+        if any(p.requires_grad for p in self.model.parameters()):
+            self.model.requires_grad_(False)
         out = self.feature_fn(self.model, inputs)
         check_tensor("feature_fn output", out)
         if out.dim() != 2:
