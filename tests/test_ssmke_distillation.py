@@ -514,6 +514,19 @@ def test_teacher_stays_frozen_after_parent_requires_grad(generator: torch.Genera
     assert {"teacher.model.weight", "teacher.model.bias"} <= set(parent.state_dict())
 
 
+def test_teacher_cache_follows_dtype_and_device_moves(generator: torch.Generator) -> None:
+    teacher = FrozenTeacher(nn.Linear(4, 3), cache=True)
+    x = torch.randn(3, 4, generator=generator)
+    teacher(x[:2], torch.tensor([0, 1]))
+    teacher.double()
+    out = teacher(x.double(), torch.tensor([0, 1, 2]))  # ids 0, 1 cached before the cast
+    assert out.dtype == F64
+    assert_close(out, F.normalize(teacher.model(x.double()), dim=-1).detach(), atol=1e-6, rtol=0)
+    assert teacher(x[:2].double(), torch.tensor([0, 1])).dtype == F64  # all cached
+    teacher.to(torch.float32)
+    assert teacher(x[:1], torch.tensor([2])).dtype == torch.float32
+
+
 def test_teacher_bad_input() -> None:
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         FrozenTeacher(lambda x: x)  # type: ignore[arg-type]

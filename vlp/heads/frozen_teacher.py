@@ -39,7 +39,8 @@ class FrozenTeacher(nn.Module):
     The wrapped model is a submodule: its weights are in the parent's ``state_dict``
     (under ``<name>.model.``) and move with ``.to()``. To keep them out of a student
     checkpoint, drop those keys when saving and load with ``strict=False``, or hold the
-    teacher outside the module that is saved.
+    teacher outside the module that is saved. The cache is not in the ``state_dict``; it
+    moves and casts with the module.
 
     ``forward(inputs)`` returns ``normalize(feature_fn(model, inputs))`` of shape
     ``(B, E)``. With ``cache=True`` and ``sample_ids``, features are stored per id and
@@ -89,6 +90,13 @@ class FrozenTeacher(nn.Module):
         super().train(mode)
         self.model.eval()
         return self
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        # `.to()`, `.half()`, `.cuda()` ... move and cast the cached features like a buffer,
+        # so that cached and fresh rows of one batch share a device and dtype.
+        out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        self._cache = {k: fn(v) for k, v in self._cache.items()}
+        return out
 
     def _features(self, inputs: Any) -> torch.Tensor:
         if any(m.training for m in self.model.modules()):
