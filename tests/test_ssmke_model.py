@@ -308,6 +308,50 @@ def test_load_truncated_vit_from_checkpoint_files(
     assert set(load_state_dict_file(tmp_path / "vit.pt")) == set(state)
 
 
+def test_load_data2vec2_key_layout_with_rename(tmp_path: Path, generator: torch.Generator) -> None:
+    # The fairseq Data2Vec 2.0 layout (as the S-SMKE reference remaps it): the embedding
+    # parts sit under `modality_encoders.IMAGE.` with their own names, the blocks at the
+    # top level, plus decoder and EMA entries. The rename pairs of docs/ssmke.md load it;
+    # `prefix=` cannot (it would drop the top-level blocks).
+    torch.manual_seed(5)
+    kwargs: dict[str, object] = {"block_fn": PostLNBlock, "no_embed_class": True, "pre_norm": True}
+    pretrained = _vit(**kwargs).eval()
+    to_fairseq = {
+        "cls_token": "modality_encoders.IMAGE.extra_tokens",
+        "pos_embed": "modality_encoders.IMAGE.fixed_positional_encoder.positions",
+        "patch_embed.": "modality_encoders.IMAGE.local_encoder.",
+        "norm_pre.": "modality_encoders.IMAGE.context_encoder.norm.",
+    }
+    fairseq: dict[str, torch.Tensor] = {}
+    for key, value in pretrained.state_dict().items():
+        if key.startswith(("norm.", "head.")):
+            continue  # Data2Vec 2.0 has no final norm or head
+        for old, new in to_fairseq.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        fairseq[key] = value
+    fairseq["modality_encoders.IMAGE.decoder.proj.weight"] = torch.zeros(3, 3)
+    fairseq["_ema"] = torch.zeros(2)
+    torch.save({"model": fairseq, "num_updates": 7}, tmp_path / "base_imagenet.pt")
+    rename = [
+        ("modality_encoders.IMAGE.extra_tokens", "cls_token"),
+        ("modality_encoders.IMAGE.fixed_positional_encoder.positions", "pos_embed"),
+        ("modality_encoders.IMAGE.local_encoder.", "patch_embed."),
+        ("modality_encoders.IMAGE.context_encoder.norm.", "norm_pre."),
+    ]
+    encoder = TimmViTEncoder(_vit(**kwargs), 2).eval()
+    unused = encoder.load_pretrained(tmp_path / "base_imagenet.pt", rename=rename)
+    assert {k.split(".")[0] for k in unused} == {"blocks", "modality_encoders", "_ema"}
+    images = torch.randn(2, 3, 16, 16, generator=generator)
+    with torch.no_grad():
+        assert_close(encoder(images), _first_blocks_vit(pretrained, images, 2))
+    with pytest.raises(ValueError, match="missing"):
+        TimmViTEncoder(_vit(**kwargs), 2).load_pretrained(
+            tmp_path / "base_imagenet.pt", prefix="modality_encoders.IMAGE."
+        )
+
+
 def test_load_text_tower_from_a_full_open_clip_checkpoint(
     tmp_path: Path, generator: torch.Generator
 ) -> None:
