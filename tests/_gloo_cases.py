@@ -189,6 +189,48 @@ def ssmke_data() -> tuple[
     return steps, s_img, s_txt, teacher, bank
 
 
+class _StudentWithTeacher(nn.Module):
+    """A student regressing a frozen, stochastic-when-training teacher (dropout + BN)."""
+
+    def __init__(self) -> None:
+        from vlp.heads import FrozenTeacher
+
+        super().__init__()
+        self.student = nn.Linear(4, 3, dtype=F64)
+        body = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.BatchNorm1d(3)).double()
+        self.teacher = FrozenTeacher(body)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.teacher(x)
+        return ((self.student(x) - target) ** 2).sum(), target
+
+
+def _ssmke_ddp_case(rank: int) -> dict[str, Any]:
+    """A FrozenTeacher inside a DDP-wrapped parent in train mode, two SGD steps."""
+    torch.manual_seed(0)
+    parent = _StudentWithTeacher()
+    teacher_state = {k: v.clone() for k, v in parent.teacher.state_dict().items()}
+    ddp = nn.parallel.DistributedDataParallel(parent)  # find_unused_parameters=False
+    ddp.train()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(10 + rank), dtype=F64)
+    targets = []
+    for _ in range(2):
+        loss, target = ddp(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        targets.append(target)
+    return {
+        "ddp_student": parent.student.weight.detach().clone(),
+        "ddp_teacher_unchanged": all(
+            torch.equal(v, teacher_state[k]) for k, v in parent.teacher.state_dict().items()
+        ),
+        "ddp_targets_equal": torch.equal(targets[0], targets[1]),
+        "ddp_teacher_eval": not any(m.training for m in parent.teacher.model.modules()),
+    }
+
+
 def _ssmke_cases(rank: int) -> dict[str, Any]:
     from vlp.heads import TeacherMemoryBank
     from vlp.losses import contrastive_distillation_loss
@@ -205,6 +247,7 @@ def _ssmke_cases(rank: int) -> dict[str, Any]:
     out.loss.backward()
     local = contrastive_distillation_loss(image, text, teacher[rows], bank, 4.0)
     return {
+        **_ssmke_ddp_case(rank),
         "bank": memory.bank.clone(),
         "pointer": int(memory.pointer),
         "filled": len(memory),

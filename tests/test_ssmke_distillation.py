@@ -572,3 +572,13 @@ def test_gathered_teacher_loss_across_two_ranks(results: list[dict[str, Any]]) -
         assert_close(res["local_loss"], contrastive_distillation_loss(
             s_img[rows], s_txt[rows], teacher[rows], bank, 4.0).loss)  # fmt: skip
         start += SSMKE_SIZES[r]
+
+
+def test_frozen_teacher_inside_ddp(results: list[dict[str, Any]]) -> None:
+    # DDP (find_unused_parameters=False) over a parent in train mode: the frozen teacher's
+    # parameters are not registered (else the second step fails), its weights and BN
+    # statistics stay put, its targets are deterministic, and the students stay in sync.
+    for r, res in enumerate(results):
+        assert res["ddp_teacher_unchanged"] and res["ddp_targets_equal"], f"rank {r}"
+        assert res["ddp_teacher_eval"], f"rank {r}"
+    assert torch.equal(results[0]["ddp_student"], results[1]["ddp_student"])
