@@ -527,6 +527,40 @@ def test_teacher_cache_follows_dtype_and_device_moves(generator: torch.Generator
     assert teacher(x[:1], torch.tensor([2])).dtype == torch.float32
 
 
+def test_teacher_weights_left_out_of_state_dict_when_not_persistent(
+    generator: torch.Generator,
+) -> None:
+    # persistent=False: the parent's state_dict has no teacher entries (as the reference's
+    # checkpoints), and such a checkpoint loads strictly into a fresh parent, whose teacher
+    # keeps the weights it was built with. A checkpoint that has them still loads them.
+    def parent(seed: int) -> nn.ModuleDict:
+        torch.manual_seed(seed)
+        return nn.ModuleDict(
+            {
+                "student": nn.Linear(4, 3),
+                "teacher": FrozenTeacher(nn.Linear(4, 3), persistent=False),
+            }
+        )
+
+    a, b = parent(0), parent(1)
+    state = a.state_dict()
+    assert set(state) == {"student.weight", "student.bias"}
+    teacher_weight = b["teacher"].model.weight.clone()
+    b.load_state_dict(state)  # strict
+    assert torch.equal(b["student"].weight, a["student"].weight)
+    assert torch.equal(b["teacher"].model.weight, teacher_weight)
+    full = {
+        **state,
+        **{f"teacher.model.{k}": v for k, v in a["teacher"].model.state_dict().items()},
+    }
+    b.load_state_dict(full)
+    assert torch.equal(b["teacher"].model.weight, a["teacher"].model.weight)
+    x = torch.randn(2, 4, generator=generator)
+    assert_close(b["teacher"](x), a["teacher"](x))
+    # The default keeps them (a checkpoint restores the teacher too).
+    assert "model.weight" in FrozenTeacher(nn.Linear(4, 3)).state_dict()
+
+
 def test_teacher_bad_input() -> None:
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         FrozenTeacher(lambda x: x)  # type: ignore[arg-type]

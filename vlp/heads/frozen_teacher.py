@@ -36,11 +36,10 @@ class FrozenTeacher(nn.Module):
     while the teacher is frozen (an unfrozen teacher makes DDP fail at the second step
     with unused parameters); a frozen teacher inside a DDP-wrapped parent works.
 
-    The wrapped model is a submodule: its weights are in the parent's ``state_dict``
-    (under ``<name>.model.``) and move with ``.to()``. To keep them out of a student
-    checkpoint, drop those keys when saving and load with ``strict=False``, or hold the
-    teacher outside the module that is saved. The cache is not in the ``state_dict``; it
-    moves and casts with the module.
+    The wrapped model is a submodule: by default its weights are in the parent's
+    ``state_dict`` (under ``<name>.model.``), so a checkpoint restores the teacher too;
+    ``persistent=False`` leaves them out. They move with ``.to()`` either way. The cache
+    is not in the ``state_dict``; it moves and casts with the module.
 
     ``forward(inputs)`` returns ``normalize(feature_fn(model, inputs))`` of shape
     ``(B, E)``. With ``cache=True`` and ``sample_ids``, features are stored per id and
@@ -55,6 +54,10 @@ class FrozenTeacher(nn.Module):
             ``lambda m, x: m.forward_features(x)[:, 0]``.
         normalize: L2-normalise the features along the last dim.
         cache: keep the features of every sample id seen (see above).
+        persistent: keep the wrapped model's weights in ``state_dict``. With ``False``
+            they are left out (as the S-SMKE reference's checkpoints do), a checkpoint
+            without them loads strictly and leaves the teacher as built, and one with
+            them still loads them.
 
     Example:
         >>> teacher = FrozenTeacher(nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)))
@@ -71,6 +74,7 @@ class FrozenTeacher(nn.Module):
         *,
         normalize: bool = True,
         cache: bool = False,
+        persistent: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -82,6 +86,10 @@ class FrozenTeacher(nn.Module):
         self.normalize = bool(normalize)
         self.use_cache = bool(cache)
         self._cache: dict[int, torch.Tensor] = {}
+        self.persistent = bool(persistent)
+        if not self.persistent:
+            self.register_state_dict_post_hook(_drop_model_entries)  # type: ignore[no-untyped-call]
+            self.register_load_state_dict_pre_hook(_fill_model_entries)  # type: ignore[no-untyped-call]
         model.requires_grad_(False)
         model.eval()
 
@@ -157,4 +165,21 @@ class FrozenTeacher(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the options."""
-        return f"normalize={self.normalize}, cache={self.use_cache}"
+        return f"normalize={self.normalize}, cache={self.use_cache}, persistent={self.persistent}"
+
+
+def _drop_model_entries(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "model.")]:
+        del state_dict[key]
+
+
+def _fill_model_entries(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    # Entries a non-persistent teacher left out are "loaded" from its current weights
+    # (state_dict is load_state_dict's own copy), so a strict load does not miss them.
+    assert isinstance(module, FrozenTeacher)
+    for key, value in module.model.state_dict().items():
+        state_dict.setdefault(f"{prefix}model.{key}", value)
