@@ -412,6 +412,26 @@ def test_bank_takes_no_gradient_and_casts(generator: torch.Generator) -> None:
     assert_close(bank.negatives(), (2 * x).detach().float())
 
 
+def test_bank_dtype_moves_and_nested_state_dict(generator: torch.Generator) -> None:
+    loss_fn = ContrastiveDistillationLoss(bank_size=5, dim=3, init="empty")
+    t = _unit(7, 3, generator=generator, dtype=torch.float32)
+    loss_fn.bank.enqueue(t[:4])
+    loss_fn.half()
+    bank = loss_fn.bank
+    assert bank.bank.dtype == torch.float16 and bank.pointer.dtype == torch.long
+    bank.enqueue(t[4:])  # float32 rows are cast to the bank's dtype
+    assert bank.negatives().dtype == torch.float16 and int(bank.pointer) == 2
+    assert_close(bank.chronological().float(), t[2:], atol=1e-3, rtol=0)
+    loss_fn.to(F64)
+    assert bank.bank.dtype == F64 and len(bank) == 5
+    # Through a parent: the host-side pointer of the nested bank follows the loaded buffers.
+    fresh = ContrastiveDistillationLoss(bank_size=5, dim=3, init="empty", dtype=F64)
+    fresh.load_state_dict(loss_fn.state_dict())
+    assert len(fresh.bank) == 5 and int(fresh.bank.pointer) == 2
+    fresh.bank.enqueue(t[:1].double())
+    assert torch.equal(fresh.bank.bank[2], t[0].double())
+
+
 def test_bank_bad_input() -> None:
     with pytest.raises(ValueError, match="size must be >= 1"):
         TeacherMemoryBank(0, 4)
