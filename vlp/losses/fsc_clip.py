@@ -14,10 +14,11 @@ from torch import nn
 
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
+from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
 from vlp.losses.clip import clip_loss
 from vlp.losses.hard_negative import hard_negative_loss
 from vlp.losses.local_hard_negative import SimilarityNormalizer, local_hard_negative_loss
-from vlp.losses.scr import MissingNegatives, check_gamma, check_missing, check_smoothing
+from vlp.losses.scr import MissingNegatives
 
 __all__ = ["FSCCLIPLoss", "FSCCLIPLossOutput", "fsc_clip_loss"]
 

@@ -13,8 +13,15 @@ import torch.nn.functional as F
 
 from vlp._checks import check_bool_mask, check_tensor
 from vlp.losses._contrastive import as_scalar, logits_dtype
-from vlp.losses._hard_negative import check_features, check_negative_mask, check_same_dtype_device
-from vlp.losses.scr import MissingNegatives, _scr, check_gamma, check_missing, check_smoothing
+from vlp.losses._hard_negative import (
+    check_features,
+    check_gamma,
+    check_missing,
+    check_negative_mask,
+    check_same_dtype_device,
+    check_smoothing,
+)
+from vlp.losses.scr import MissingNegatives, _scr
 
 __all__ = ["SimilarityNormalizer", "local_hard_negative_loss", "local_scores"]
 

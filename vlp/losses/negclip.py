@@ -20,8 +20,13 @@ from vlp.distributed import (
     get_world_size,
 )
 from vlp.losses._contrastive import as_scalar, logits_dtype
-from vlp.losses._hard_negative import check_features, check_negative_mask, check_same_dtype_device
-from vlp.losses.scr import MissingNegatives, check_missing
+from vlp.losses._hard_negative import (
+    check_features,
+    check_missing,
+    check_negative_mask,
+    check_same_dtype_device,
+)
+from vlp.losses.scr import MissingNegatives
 
 __all__ = ["negclip_loss"]
 

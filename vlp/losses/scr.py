@@ -7,45 +7,19 @@ Vision-Linguistic Compositionality", EMNLP 2024 (section 3.3; released ``_focal_
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
 from vlp._checks import check_bool_mask, check_finite, check_floating, check_shape, check_tensor
 from vlp.losses._contrastive import logits_dtype
+from vlp.losses._hard_negative import (
+    MissingNegatives,
+    check_gamma,
+    check_missing,
+    check_smoothing,
+)
 
 __all__ = ["MissingNegatives", "scr_loss"]
-
-#: How a missing hard negative (``valid`` / ``negative_mask`` ``False``) enters the softmax.
-#: ``"zero"`` (the default) reproduces the FSC-CLIP release: the slot is zero-filled, so its
-#: logit is exactly 0 and it stays in the softmax (with no target mass). ``"mask"`` is the
-#: cleaner variant: the slot's logit is ``-inf``, i.e. it is left out of the softmax.
-MissingNegatives = Literal["zero", "mask"]
-
-
-def check_missing(missing: object) -> MissingNegatives:
-    """Validate the ``missing`` option of the hard-negative losses."""
-    if missing not in ("zero", "mask"):
-        raise ValueError(f"missing must be 'zero' or 'mask', got {missing!r}")
-    return missing  # type: ignore[return-value]
-
-
-def check_gamma(gamma: object) -> float:
-    """Validate the focal exponent: a finite number >= 0."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise TypeError(f"gamma must be a float, got {type(gamma).__name__}")
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-    return float(gamma)
-
-
-def check_smoothing(label_smoothing: object) -> float:
-    """Validate the hard-negative label smoothing: a number in ``[0, 1)``."""
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}")
-    if not (0 <= label_smoothing < 1):
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
-    return float(label_smoothing)
 
 
 def scr_loss(
