@@ -19,7 +19,7 @@ from vlp.losses import (
     negclip_loss,
     scr_loss,
 )
-from vlp.losses.local_hard_negative import local_scores
+from vlp.losses.local_hard_negative import _local_scores
 from vlp.testing import assert_close
 
 F64 = torch.float64
@@ -267,7 +267,7 @@ def test_local_gradient_is_the_frozen_weight_derivative() -> None:
 
     assert torch.autograd.gradcheck(frozen, (u, v))
     weights = torch.randn(3, generator=g, dtype=F64)
-    ours = (local_scores(u, m, v, None, scale) * weights).sum()
+    ours = (_local_scores(u, m, v, None, scale) * weights).sum()
     expected = (frozen(u, v) * weights).sum()
     assert_close(ours, expected)
     for a, b in zip(torch.autograd.grad(ours, (u, v)), torch.autograd.grad(expected, (u, v))):
@@ -368,9 +368,9 @@ def test_token_scale_invariance_of_minmax() -> None:
     scale = torch.tensor(5.0, dtype=F64)
     u2 = u.clone()
     u2[:, 2] *= 3.7
-    assert_close(local_scores(u2, m, v, None, scale), local_scores(u, m, v, None, scale))
-    a = local_scores(u2, m, v, None, scale, normalizer="softmax")
-    b = local_scores(u, m, v, None, scale, normalizer="softmax")
+    assert_close(_local_scores(u2, m, v, None, scale), _local_scores(u, m, v, None, scale))
+    a = _local_scores(u2, m, v, None, scale, normalizer="softmax")
+    b = _local_scores(u, m, v, None, scale, normalizer="softmax")
     assert (a - b).abs().max() > 1e-3
 
 
@@ -380,7 +380,7 @@ def test_flat_similarities_give_uniform_weights() -> None:
     u = torch.zeros(1, 2, 3, dtype=F64)
     u[0, 1] = torch.tensor([1.0, 0.0, 0.0])
     m = torch.tensor([[True, True]])
-    score = local_scores(u, m, v, None, torch.tensor(2.0, dtype=F64))
+    score = _local_scores(u, m, v, None, torch.tensor(2.0, dtype=F64))
     assert torch.isfinite(score).all()
 
 

@@ -20,10 +20,10 @@ from vlp.losses._hard_negative import (
 )
 from vlp.losses.scr import MissingNegatives, _scr
 
-__all__ = ["hard_negative_logits", "hard_negative_loss"]
+__all__ = ["hard_negative_loss"]
 
 
-def hard_negative_logits(
+def _hard_negative_logits(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     negative_features: torch.Tensor,
@@ -104,7 +104,7 @@ def hard_negative_loss(
     gamma = check_gamma(gamma)
     eps = check_smoothing(label_smoothing)
     missing = check_missing(missing)
-    logits = hard_negative_logits(image_features, text_features, negative_features, scale)
+    logits = _hard_negative_logits(image_features, text_features, negative_features, scale)
     # A missing negative scores exactly 0 (the release's zero-filled feature), without gradient.
     columns = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
     logits = torch.where(columns, logits, torch.zeros_like(logits))

@@ -23,7 +23,7 @@ from vlp.losses._hard_negative import (
 )
 from vlp.losses.scr import MissingNegatives, _scr
 
-__all__ = ["SimilarityNormalizer", "local_hard_negative_loss", "local_scores"]
+__all__ = ["SimilarityNormalizer", "local_hard_negative_loss"]
 
 #: How a text token's similarities to the patches become weights: ``"minmax"`` rescales
 #: them to [0, 1] and divides by their sum (the paper's default), ``"softmax"`` takes a
@@ -51,7 +51,7 @@ def _patch_weights(
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
-def local_scores(
+def _local_scores(
     text_tokens: torch.Tensor,
     text_mask: torch.Tensor,
     image_tokens: torch.Tensor,
@@ -122,9 +122,16 @@ def local_hard_negative_loss(
     r"""Local (token-level) hard-negative loss ``L^l_neg`` of FSC-CLIP (Oh et al. 2024, sec. 3.2).
 
     Every caption, the positive and each existing hard negative, is scored against the
-    patch tokens of its image by :func:`local_scores`: each text token is compared with a
-    visual token pooled from the patches with stop-gradient similarity weights, and the
-    scaled cosines are aggregated by a log-sum-exp over the caption's tokens. Image ``i``'s
+    patch tokens ``v_p`` of its image. For each of its tokens ``u_t``:
+
+    1. similarities ``S_tp = <u_t, v_p>`` (un-normalised, stop-gradient) become weights
+       ``w_tp``: min-max rescaled to [0, 1] (optionally zeroed below ``1 / P``) and divided
+       by their sum, or a softmax over the patches;
+    2. the textual-grounded visual token is ``v̄_t = sum_p w_tp v_p`` (the weights are
+       constants; gradients reach the patches through the sum);
+    3. ``c_t = s * cos(v̄_t, u_t)``;
+
+    and the caption's score is ``log sum_t exp(c_t)`` over its counted tokens. Image ``i``'s
     row of logits is ``[score(positive_i), score(negative_i1), ..., score(negative_iN)]``
     and the loss is :func:`~vlp.losses.scr_loss` of these rows (rows without a valid
     negative dropped). No in-batch negatives, nothing gathered across ranks.
@@ -207,7 +214,7 @@ def local_hard_negative_loss(
             f"where negative_mask is True) has {empty} all-False row(s)"
         )
     owners = torch.cat([torch.arange(batch, device=device), owner])
-    scores = local_scores(
+    scores = _local_scores(
         rows, rows_mask, image_tokens, owners, scale, normalizer=normalizer, sparsify=sparsify
     )
     positive, negative = scores[:batch], scores[batch:]
