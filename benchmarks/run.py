@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("contrastive", "attention")
+SUITES = ("contrastive", "attention", "negatives")
 
 
 def main() -> None:
