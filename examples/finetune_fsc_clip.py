@@ -65,7 +65,7 @@ parser.add_argument("--methods", default=",".join(METHODS), help="comma-separate
 parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per method")
 parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds 0..n-1")
 parser.add_argument("--batch-size", type=int, default=64)
-parser.add_argument("--lr", type=float, default=None, help="default 2e-4, 2e-3 with --lora")
+parser.add_argument("--lr", type=float, default=None, help="default 1e-3, 1e-2 with --lora")
 parser.add_argument("--weight-decay", type=float, default=0.1)
 parser.add_argument("--warmup", type=int, default=None, help="default 10%% of the steps")
 parser.add_argument("--lora", action="store_true", help="fine-tune rank-4 LoRA updates only")
@@ -93,7 +93,7 @@ methods = [m for m in args.methods.split(",") if m]
 for m in methods:
     if m not in METHODS:
         parser.error(f"--methods: unknown method {m!r}; choose from {METHODS}")
-lr = args.lr if args.lr is not None else (2e-3 if args.lora else 2e-4)
+lr = args.lr if args.lr is not None else (1e-2 if args.lora else 1e-3)
 warmup = args.warmup if args.warmup is not None else max(1, args.steps // 10)
 kinds = tuple(k for k in args.kinds.split(",") if k)
 
