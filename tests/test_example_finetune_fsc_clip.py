@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "finetune_fsc_clip.py"
@@ -47,9 +47,10 @@ def test_recipe_runs_and_first_losses_are_ordered(
     for metrics in result["mean"].values():
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
         assert "comp mean" in metrics and "i2t R@1" in metrics
+    for losses in result["history"].values():
+        assert len(losses) == 1 and len(losses[0]) == 2
+        assert all(map(math.isfinite, losses[0]))
     first = {name: losses[0][0] for name, losses in result["history"].items()}
-    assert all(len(h[0]) == 2 and all(map(torch.isfinite, map(torch.tensor, h[0]))) for h in
-               result["history"].values())  # fmt: skip
     # Same model, same first batch: NegCLIP adds columns to the softmax and FSC-CLIP adds
     # non-negative hard-negative terms to the very same CLIP loss.
     assert first["negclip"] > first["clip"]
@@ -66,5 +67,21 @@ def test_zero_learning_rate_reproduces_the_base(tmp_path: Path, base: Path) -> N
 
 
 @pytest.mark.slow
-def test_fsc_clip_recipe_numbers(tmp_path: Path) -> None:
-    pytest.fail("replaced once the comparison is measured")
+def test_fsc_clip_beats_clip_fine_tuning(tmp_path: Path) -> None:
+    # The documented comparison (docs/fsc_clip.md): baseline 1000 steps, then 300 fine-tuning
+    # steps per method and seed, 3 seeds. Measured: comp mean 62.5 (CLIP) / 63.5 (NegCLIP) /
+    # 63.8 (FSC-CLIP); count_change 59.9 / 76.1 / 74.5; i2t R@1 20.3 / 18.5 / 18.3.
+    result = _run(
+        tmp_path, "--base", str(tmp_path / "base.safetensors"), "--steps", "300", "--seeds",
+        "3",
+    )  # fmt: skip
+    mean = result["mean"]
+    clip, negclip, fsc = mean["clip"], mean["negclip"], mean["fsc-clip"]
+    assert fsc["comp mean"] > clip["comp mean"] + 0.005
+    assert negclip["comp mean"] > clip["comp mean"]
+    assert fsc["comp count_change"] > clip["comp count_change"] + 0.08
+    for metric in ("i2t R@1", "t2i R@1", "i2t R@10", "t2i R@10"):
+        assert abs(fsc[metric] - clip[metric]) < 0.04, metric
+    # Per seed, FSC-CLIP is ahead of CLIP fine-tuning.
+    for ours, theirs in zip(result["runs"]["fsc-clip"], result["runs"]["clip"]):
+        assert ours["comp mean"] > theirs["comp mean"]
