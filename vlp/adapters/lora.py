@@ -9,8 +9,9 @@ not a LoRA matrix is frozen. ``merge_lora`` bakes the updates into plain weights
 Reference: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022
 (eq. 3); targets, shapes and initialisation follow the FSC-CLIP release's loralib-derived
 ``lora_utils`` (Oh et al., EMNLP 2024; spec section 6). ``peft`` is not used: it is not a
-dependency, and it has no LoRA for the packed ``in_proj_weight`` of
-``nn.MultiheadAttention`` that open_clip's residual blocks use.
+dependency, and its convolution LoRA has another layout than loralib's. A parametrization
+also reaches ``nn.MultiheadAttention.out_proj``, whose weight the attention reads directly
+instead of calling the module.
 """
 
 from __future__ import annotations
