@@ -25,7 +25,7 @@ from vlp.distributed import (
     get_world_size,
     is_distributed,
 )
-from vlp.losses import clip_loss, siglip_loss
+from vlp.losses import clip_loss, negclip_loss, siglip_loss
 from vlp.testing import run_distributed
 
 F64 = torch.float64
@@ -105,6 +105,12 @@ LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("siglip", {"chunk_size": None}),
     ("siglip", {"chunk_size": 2}),
     ("siglip", {"chunk_size": 3, "sample_ids": True}),
+    # NegCLIP: every image meets every rank's hard negatives (see negclip_inputs).
+    ("negclip", {}),
+    ("negclip", {"missing": "mask"}),
+    ("negclip", {"local_loss": False}),
+    ("negclip", {"local_loss": False, "gather_with_grad": False}),
+    ("negclip", {"local_loss": True, "gather_with_grad": False}),
 ]
 
 
@@ -132,6 +138,13 @@ def loss_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
+def negclip_inputs(t: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two hard-negative text inputs per caption, ``(n, 2, 7)``, and their ``(n, 2)`` mask."""
+    negatives = torch.stack([t.roll(1, dims=1), -t], dim=1)
+    mask = torch.stack([ids % 2 == 0, ids % 3 != 1], dim=1)
+    return negatives, mask
+
+
 def loss_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -144,13 +157,22 @@ def loss_step(
     model.zero_grad()
     log_scale = torch.tensor(math.log(8.0), dtype=F64, requires_grad=True)
     bias = torch.tensor(-2.0, dtype=F64, requires_grad=True)
-    image, text = model(x, t)
     kwargs = dict(config)
     if kwargs.pop("sample_ids", False):
         kwargs["sample_ids"] = ids
-    if name == "clip":
+    if name == "negclip":
+        # One forward for captions and negatives (DDP allows one forward per backward).
+        negative_inputs, negative_mask = negclip_inputs(t, ids)
+        image, texts = model(x, torch.cat([t, negative_inputs.flatten(0, 1)]))
+        text, negatives = texts[: len(t)], texts[len(t) :].unflatten(0, (len(t), 2))
+        loss = negclip_loss(
+            image, text, negatives, log_scale.exp(), negative_mask=negative_mask, **kwargs
+        )
+    elif name == "clip":
+        image, text = model(x, t)
         loss = clip_loss(image, text, log_scale.exp(), **kwargs)
     else:
+        image, text = model(x, t)
         loss = siglip_loss(image, text, log_scale.exp(), bias, **kwargs)
     loss.backward()
     grads = {

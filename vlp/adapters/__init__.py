@@ -1,5 +1,15 @@
 """Dense tokens out of unmodified open_clip and timm models (adapters, not forks)."""
 
+from vlp.adapters.lora import (
+    LoRAInit,
+    LoRATarget,
+    LoRAUpdate,
+    apply_lora,
+    load_lora_state_dict,
+    lora_parameters,
+    lora_state_dict,
+    merge_lora,
+)
 from vlp.adapters.masked import MaskedImageEncoder, MaskFn
 from vlp.adapters.openclip import (
     FillerAttention,
@@ -16,10 +26,18 @@ from vlp.adapters.tokens import DenseTokens, text_token_mask
 __all__ = [
     "DenseTokens",
     "FillerAttention",
+    "LoRAInit",
+    "LoRATarget",
+    "LoRAUpdate",
     "MaskFn",
     "MaskedImageEncoder",
     "PosInterpolation",
+    "apply_lora",
     "interpolate_pos_embed",
+    "load_lora_state_dict",
+    "lora_parameters",
+    "lora_state_dict",
+    "merge_lora",
     "open_clip_image_tokens",
     "open_clip_masked_image_tokens",
     "open_clip_multi_crop_tokens",

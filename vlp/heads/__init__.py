@@ -1,26 +1,17 @@
-"""Heads: cross-attention pooler, projection and DINO-style heads, EMA and frozen teachers."""
+"""Heads: cross-attention pooler, EMA and frozen teachers, memory bank, S-SMKE model parts.
 
-# COSMOS: cross-attention pooler, cross-modal head, EMA teacher
+- :class:`LogitScale`: a learnable, clamped temperature shared by every suite.
+- COSMOS: :class:`CrossAttentionPooler`, :class:`COSMOSHead`, :class:`EMATeacher`,
+  :func:`ema_update`, :func:`cosine_momentum`.
+- S-SMKE: :class:`FrozenTeacher`, :class:`TeacherMemoryBank`, the model parts
+  (:class:`TokenTypeEmbedding`, :class:`SharedBlock`, :class:`SSMKEHead`, :class:`SSMKE`)
+  and the student builder :func:`build_ssmke` with its checkpoint loaders.
+"""
+
 from vlp.heads.cross_attention import COSMOSHead, CrossAttentionPooler
 from vlp.heads.ema import EMATeacher, cosine_momentum, ema_update
-
-# Learnable temperature
-from vlp.heads.logit_scale import LogitScale
-
-__all__ = [
-    # COSMOS: cross-attention pooler, cross-modal head, EMA teacher
-    "COSMOSHead",
-    "CrossAttentionPooler",
-    "EMATeacher",
-    # Learnable temperature
-    "LogitScale",
-    # COSMOS
-    "cosine_momentum",
-    "ema_update",
-]
-
-# S-SMKE: frozen teacher, memory bank, model parts and the student builder
 from vlp.heads.frozen_teacher import FrozenTeacher
+from vlp.heads.logit_scale import LogitScale
 from vlp.heads.memory_bank import TeacherMemoryBank
 from vlp.heads.ssmke import (
     IMAGE_TYPE,
@@ -40,11 +31,15 @@ from vlp.heads.ssmke_student import (
     load_state_dict_file,
 )
 
-__all__ += [
+__all__ = [
     "IMAGE_TYPE",
     "SSMKE",
     "TEXT_TYPE",
+    "COSMOSHead",
+    "CrossAttentionPooler",
+    "EMATeacher",
     "FrozenTeacher",
+    "LogitScale",
     "OpenClipTextEncoder",
     "PostLNBlock",
     "SSMKEHead",
@@ -54,6 +49,8 @@ __all__ += [
     "TimmViTEncoder",
     "TokenTypeEmbedding",
     "build_ssmke",
+    "cosine_momentum",
+    "ema_update",
     "load_pretrained",
     "load_state_dict_file",
 ]

@@ -2,38 +2,22 @@
 
 Every loss is a pure function with a thin ``nn.Module`` beside it that holds its
 configuration or learnable parameters.
+
+- Contrastive: :func:`clip_loss`, :func:`siglip_loss`, :func:`multiview_clip_loss`.
+- Hard negatives: :func:`negclip_loss`, :func:`hard_negative_loss`,
+  :func:`local_hard_negative_loss`, :func:`scr_loss`, :func:`fsc_clip_loss` (FSC-CLIP).
+- Distillation: :func:`cosmos_distillation_loss` (COSMOS),
+  :func:`contrastive_distillation_loss`, :func:`feature_distillation_loss` and
+  :func:`ssmke_loss` (S-SMKE).
 """
 
-# Contrastive (CLIP)
 from vlp.losses.clip import ClipLoss, ClipLossOutput, clip_loss
-
-# COSMOS: multi-view InfoNCE and cross-modality self-distillation
 from vlp.losses.cosmos import (
     COSMOSLoss,
     COSMOSLossOutput,
     cosmos_distillation_loss,
     multiview_clip_loss,
 )
-
-# Contrastive (SigLIP)
-from vlp.losses.siglip import SigLipLoss, siglip_loss
-
-__all__ = [
-    # COSMOS: multi-view InfoNCE and cross-modality self-distillation
-    "COSMOSLoss",
-    "COSMOSLossOutput",
-    # Contrastive (CLIP)
-    "ClipLoss",
-    "ClipLossOutput",
-    # Contrastive (SigLIP)
-    "SigLipLoss",
-    "clip_loss",
-    "cosmos_distillation_loss",
-    "multiview_clip_loss",
-    "siglip_loss",
-]
-
-# Distillation from frozen unimodal teachers (S-SMKE)
 from vlp.losses.distill import (
     ContrastiveDistillationLoss,
     ContrastiveDistillationOutput,
@@ -42,12 +26,34 @@ from vlp.losses.distill import (
     feature_distillation_loss,
     ssmke_loss,
 )
+from vlp.losses.fsc_clip import FSCCLIPLoss, FSCCLIPLossOutput, fsc_clip_loss
+from vlp.losses.hard_negative import hard_negative_loss
+from vlp.losses.local_hard_negative import local_hard_negative_loss
+from vlp.losses.negclip import negclip_loss
+from vlp.losses.scr import scr_loss
+from vlp.losses.siglip import SigLipLoss, siglip_loss
 
-__all__ += [
+__all__ = [
+    "COSMOSLoss",
+    "COSMOSLossOutput",
+    "ClipLoss",
+    "ClipLossOutput",
     "ContrastiveDistillationLoss",
     "ContrastiveDistillationOutput",
+    "FSCCLIPLoss",
+    "FSCCLIPLossOutput",
     "SSMKELossOutput",
+    "SigLipLoss",
+    "clip_loss",
     "contrastive_distillation_loss",
+    "cosmos_distillation_loss",
     "feature_distillation_loss",
+    "fsc_clip_loss",
+    "hard_negative_loss",
+    "local_hard_negative_loss",
+    "multiview_clip_loss",
+    "negclip_loss",
+    "scr_loss",
+    "siglip_loss",
     "ssmke_loss",
 ]

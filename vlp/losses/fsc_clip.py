@@ -1,0 +1,411 @@
+r"""FSC-CLIP's objective: CLIP + global hard-negative loss + local hard-negative loss.
+
+Reference: Oh et al., "Preserving Multi-Modal Capabilities of Pre-trained VLMs for Improving
+Vision-Linguistic Compositionality", EMNLP 2024 (section 3, eq. for the total loss;
+released ``Local_HNLoss`` / ``Global_HNLoss``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, overload
+
+import torch
+from torch import nn
+
+from vlp.distributed import ProcessGroup
+from vlp.heads.logit_scale import LogitScale
+from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
+from vlp.losses.clip import clip_loss
+from vlp.losses.hard_negative import hard_negative_loss
+from vlp.losses.local_hard_negative import SimilarityNormalizer, local_hard_negative_loss
+from vlp.losses.scr import MissingNegatives
+
+__all__ = ["FSCCLIPLoss", "FSCCLIPLossOutput", "fsc_clip_loss"]
+
+
+class FSCCLIPLossOutput(NamedTuple):
+    """What [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss] returns with ``return_details``.
+
+    Attributes:
+        loss: scalar total, ``clip + lambda_global * global_negative +
+            lambda_local * local_negative``.
+        clip: scalar CLIP loss of the positive pairs.
+        global_negative: scalar global hard-negative loss, unweighted.
+        local_negative: scalar local hard-negative loss, unweighted (0 when
+            ``lambda_local == 0``: it is not computed).
+    """
+
+    loss: torch.Tensor
+    clip: torch.Tensor
+    global_negative: torch.Tensor
+    local_negative: torch.Tensor
+
+
+def _check_weight(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (value >= 0 and value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+@overload
+def fsc_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    negative_features: torch.Tensor,
+    negative_mask: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    image_tokens: torch.Tensor | None = ...,
+    text_tokens: torch.Tensor | None = ...,
+    text_mask: torch.Tensor | None = ...,
+    negative_tokens: torch.Tensor | None = ...,
+    negative_token_mask: torch.Tensor | None = ...,
+    lambda_global: float = ...,
+    lambda_local: float = ...,
+    gamma: float = ...,
+    label_smoothing: float = ...,
+    normalizer: SimilarityNormalizer = ...,
+    sparsify: bool = ...,
+    missing: MissingNegatives = ...,
+    local_loss: bool = ...,
+    gather_with_grad: bool = ...,
+    group: ProcessGroup | None = ...,
+    return_details: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def fsc_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    negative_features: torch.Tensor,
+    negative_mask: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    image_tokens: torch.Tensor | None = ...,
+    text_tokens: torch.Tensor | None = ...,
+    text_mask: torch.Tensor | None = ...,
+    negative_tokens: torch.Tensor | None = ...,
+    negative_token_mask: torch.Tensor | None = ...,
+    lambda_global: float = ...,
+    lambda_local: float = ...,
+    gamma: float = ...,
+    label_smoothing: float = ...,
+    normalizer: SimilarityNormalizer = ...,
+    sparsify: bool = ...,
+    missing: MissingNegatives = ...,
+    local_loss: bool = ...,
+    gather_with_grad: bool = ...,
+    group: ProcessGroup | None = ...,
+    return_details: Literal[True],
+) -> FSCCLIPLossOutput: ...
+
+
+def fsc_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    negative_features: torch.Tensor,
+    negative_mask: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    image_tokens: torch.Tensor | None = None,
+    text_tokens: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+    negative_tokens: torch.Tensor | None = None,
+    negative_token_mask: torch.Tensor | None = None,
+    lambda_global: float = 0.5,
+    lambda_local: float = 0.2,
+    gamma: float = 2.0,
+    label_smoothing: float = 0.02,
+    normalizer: SimilarityNormalizer = "minmax",
+    sparsify: bool = False,
+    missing: MissingNegatives = "zero",
+    local_loss: bool = True,
+    gather_with_grad: bool = True,
+    group: ProcessGroup | None = None,
+    return_details: bool = False,
+) -> torch.Tensor | FSCCLIPLossOutput:
+    r"""FSC-CLIP's training loss (Oh et al. 2024, sec. 3): ``L_clip + λ_g L^g_neg + λ_l L^l_neg``.
+
+    - ``L_clip``: :func:`~vlp.losses.clip_loss` on the positive pairs only (hard negatives
+      never enter it), with its distributed gathering;
+    - ``L^g_neg``: :func:`~vlp.losses.hard_negative_loss`, each image against its caption
+      and that caption's hard negatives;
+    - ``L^l_neg``: :func:`~vlp.losses.local_hard_negative_loss` on patch and text tokens;
+      computed only when ``lambda_local > 0``, and then the five token arguments are needed.
+
+    Both hard-negative terms use selective calibrated regularisation
+    (:func:`~vlp.losses.scr_loss`) with the same ``gamma`` and ``label_smoothing`` and are
+    computed on this rank's batch. Defaults are the paper's ViT-B/32 settings: λ_g = 0.5,
+    λ_l = 0.2, γ = 2, ε = 0.02, min-max weights, no sparsification (the release uses
+    λ_l = 0.5 for ViT-B/16 and ViT-L/14, λ_g = 1.0 on CC-3M).
+
+    Args:
+        image_features: ``(B, D)`` floating pooled image embeddings.
+        text_features: ``(B, D)`` pooled embeddings of the positive captions.
+        negative_features: ``(B, N, D)`` pooled embeddings of the hard negatives.
+        negative_mask: ``(B, N)`` ``torch.bool``, ``True`` where the negative exists.
+        logit_scale: positive multiplier (already exponentiated), shared by all terms.
+        image_tokens: ``(B, P, D)`` projected patch tokens (local term).
+        text_tokens: ``(B, T, D)`` projected tokens of the positive captions (local term).
+        text_mask: ``(B, T)`` bool token mask of the positives (local term).
+        negative_tokens: ``(B, N, T, D)`` projected tokens of the negatives (local term).
+        negative_token_mask: ``(B, N, T)`` bool token masks of the negatives (local term).
+        lambda_global: weight ``λ_g >= 0`` of the global hard-negative loss.
+        lambda_local: weight ``λ_l >= 0`` of the local hard-negative loss.
+        gamma: SCR focal exponent.
+        label_smoothing: SCR label smoothing.
+        normalizer: local patch weights, ``"minmax"`` or ``"softmax"``.
+        sparsify: zero min-max weights below ``1 / P``.
+        missing: ``"zero"`` (release: a missing negative scores 0 inside the softmax) or
+            ``"mask"`` (left out).
+        local_loss: the CLIP term's ``local_loss`` (see :func:`~vlp.losses.clip_loss`).
+        gather_with_grad: the CLIP term's ``gather_with_grad``.
+        group: the CLIP term's process group.
+        return_details: return a [`FSCCLIPLossOutput`][vlp.losses.fsc_clip.FSCCLIPLossOutput].
+
+    Returns:
+        The scalar total (float32 or wider), or a
+        [`FSCCLIPLossOutput`][vlp.losses.fsc_clip.FSCCLIPLossOutput].
+
+    Raises:
+        ValueError: as the three losses, on a negative weight, or when ``lambda_local > 0``
+            and a token argument is missing.
+        TypeError: as the three losses.
+    """
+    lambda_global = _check_weight("lambda_global", lambda_global)
+    lambda_local = _check_weight("lambda_local", lambda_local)
+    gamma = check_gamma(gamma)
+    label_smoothing = check_smoothing(label_smoothing)
+    missing = check_missing(missing)
+    clip = clip_loss(
+        image_features,
+        text_features,
+        logit_scale,
+        local_loss=local_loss,
+        gather_with_grad=gather_with_grad,
+        group=group,
+    )
+    global_negative = hard_negative_loss(
+        image_features,
+        text_features,
+        negative_features,
+        negative_mask,
+        logit_scale,
+        gamma=gamma,
+        label_smoothing=label_smoothing,
+        missing=missing,
+    )
+    total = clip + lambda_global * global_negative
+    if lambda_local > 0:
+        tokens = {
+            "image_tokens": image_tokens,
+            "text_tokens": text_tokens,
+            "text_mask": text_mask,
+            "negative_tokens": negative_tokens,
+            "negative_token_mask": negative_token_mask,
+        }
+        absent = [name for name, value in tokens.items() if value is None]
+        if absent:
+            raise ValueError(
+                f"lambda_local = {lambda_local} > 0 needs the token arguments; missing: "
+                f"{', '.join(absent)} (pass them, or lambda_local=0 for the global loss only)"
+            )
+        assert image_tokens is not None and text_tokens is not None and text_mask is not None
+        assert negative_tokens is not None and negative_token_mask is not None
+        local_negative = local_hard_negative_loss(
+            image_tokens,
+            text_tokens,
+            text_mask,
+            negative_tokens,
+            negative_token_mask,
+            negative_mask,
+            logit_scale,
+            normalizer=normalizer,
+            sparsify=sparsify,
+            gamma=gamma,
+            label_smoothing=label_smoothing,
+            missing=missing,
+        )
+        total = total + lambda_local * local_negative
+    else:
+        local_negative = torch.zeros_like(global_negative)
+    if not return_details:
+        return total
+    return FSCCLIPLossOutput(total, clip, global_negative, local_negative)
+
+
+class FSCCLIPLoss(nn.Module):
+    """FSC-CLIP's loss with a learnable temperature (Oh et al., EMNLP 2024, sec. 3).
+
+    Holds the configuration and a [`LogitScale`][vlp.heads.logit_scale.LogitScale] (as
+    [`ClipLoss`][vlp.losses.clip.ClipLoss] does) and calls
+    [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. Fine-tuning starts from a
+    pretrained scale: load it into ``loss_fn.logit_scale`` (or pass ``init_scale``). Call
+    `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
+
+    Args:
+        init_scale: initial logit scale (the multiplier; OpenAI CLIP ends at 100).
+        max_scale: upper bound applied by `clamp_()`.
+        learnable_scale: whether the scale is trained.
+        lambda_global: weight of the global hard-negative loss (paper: 0.5).
+        lambda_local: weight of the local hard-negative loss (paper: 0.2 for ViT-B/32).
+        gamma: SCR focal exponent (paper: 2).
+        label_smoothing: SCR label smoothing (paper: 0.02).
+        normalizer: local patch weights, ``"minmax"`` (paper) or ``"softmax"``.
+        sparsify: zero min-max weights below ``1 / P`` (paper: off).
+        missing: ``"zero"`` (release) or ``"mask"``; see
+            [`scr_loss`][vlp.losses.scr.scr_loss].
+        local_loss: CLIP term's ``local_loss``.
+        gather_with_grad: CLIP term's ``gather_with_grad``.
+        group: CLIP term's process group.
+        device: device of the scale parameter.
+        dtype: dtype of the scale parameter.
+
+    Example:
+        >>> loss_fn = FSCCLIPLoss(lambda_local=0.0)
+        >>> image, text = torch.randn(4, 16), torch.randn(4, 16)
+        >>> negatives, mask = torch.randn(4, 3, 16), torch.ones(4, 3, dtype=torch.bool)
+        >>> loss_fn(image, text, negatives, mask).backward()
+    """
+
+    def __init__(
+        self,
+        init_scale: float = 1 / 0.07,
+        *,
+        max_scale: float = 100.0,
+        learnable_scale: bool = True,
+        lambda_global: float = 0.5,
+        lambda_local: float = 0.2,
+        gamma: float = 2.0,
+        label_smoothing: float = 0.02,
+        normalizer: SimilarityNormalizer = "minmax",
+        sparsify: bool = False,
+        missing: MissingNegatives = "zero",
+        local_loss: bool = True,
+        gather_with_grad: bool = True,
+        group: ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.logit_scale = LogitScale(
+            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+        )
+        self.lambda_global = _check_weight("lambda_global", lambda_global)
+        self.lambda_local = _check_weight("lambda_local", lambda_local)
+        self.gamma = check_gamma(gamma)
+        self.label_smoothing = check_smoothing(label_smoothing)
+        if normalizer not in ("minmax", "softmax"):
+            raise ValueError(f"normalizer must be 'minmax' or 'softmax', got {normalizer!r}")
+        self.normalizer: SimilarityNormalizer = normalizer
+        if not isinstance(sparsify, bool):
+            raise TypeError(f"sparsify must be a bool, got {type(sparsify).__name__}")
+        self.sparsify = sparsify
+        self.missing: MissingNegatives = check_missing(missing)
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+        self.group = group
+
+    @overload
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        negative_features: torch.Tensor,
+        negative_mask: torch.Tensor,
+        *,
+        image_tokens: torch.Tensor | None = ...,
+        text_tokens: torch.Tensor | None = ...,
+        text_mask: torch.Tensor | None = ...,
+        negative_tokens: torch.Tensor | None = ...,
+        negative_token_mask: torch.Tensor | None = ...,
+        return_details: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        negative_features: torch.Tensor,
+        negative_mask: torch.Tensor,
+        *,
+        image_tokens: torch.Tensor | None = ...,
+        text_tokens: torch.Tensor | None = ...,
+        text_mask: torch.Tensor | None = ...,
+        negative_tokens: torch.Tensor | None = ...,
+        negative_token_mask: torch.Tensor | None = ...,
+        return_details: Literal[True],
+    ) -> FSCCLIPLossOutput: ...
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        negative_features: torch.Tensor,
+        negative_mask: torch.Tensor,
+        *,
+        image_tokens: torch.Tensor | None = None,
+        text_tokens: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        negative_tokens: torch.Tensor | None = None,
+        negative_token_mask: torch.Tensor | None = None,
+        return_details: bool = False,
+    ) -> torch.Tensor | FSCCLIPLossOutput:
+        """Compute the loss; arguments as [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss].
+
+        Args:
+            image_features: ``(B, D)`` pooled image embeddings.
+            text_features: ``(B, D)`` pooled embeddings of the positive captions.
+            negative_features: ``(B, N, D)`` pooled embeddings of the hard negatives.
+            negative_mask: ``(B, N)`` bool, ``True`` where the negative exists.
+            image_tokens: ``(B, P, D)`` patch tokens (needed when ``lambda_local > 0``).
+            text_tokens: ``(B, T, D)`` tokens of the positives.
+            text_mask: ``(B, T)`` bool token mask of the positives.
+            negative_tokens: ``(B, N, T, D)`` tokens of the negatives.
+            negative_token_mask: ``(B, N, T)`` bool token masks of the negatives.
+            return_details: return the parts as well.
+
+        Returns:
+            Scalar total loss, or a
+            [`FSCCLIPLossOutput`][vlp.losses.fsc_clip.FSCCLIPLossOutput].
+        """
+        out = fsc_clip_loss(
+            image_features,
+            text_features,
+            negative_features,
+            negative_mask,
+            self.logit_scale(),
+            image_tokens=image_tokens,
+            text_tokens=text_tokens,
+            text_mask=text_mask,
+            negative_tokens=negative_tokens,
+            negative_token_mask=negative_token_mask,
+            lambda_global=self.lambda_global,
+            lambda_local=self.lambda_local,
+            gamma=self.gamma,
+            label_smoothing=self.label_smoothing,
+            normalizer=self.normalizer,
+            sparsify=self.sparsify,
+            missing=self.missing,
+            local_loss=self.local_loss,
+            gather_with_grad=self.gather_with_grad,
+            group=self.group,
+            return_details=True,
+        )
+        return out if return_details else out.loss
+
+    def clamp_(self) -> None:
+        """Clamp the learnable scale into its bounds; call after ``optimizer.step()``."""
+        self.logit_scale.clamp_()
+
+    def extra_repr(self) -> str:
+        """Show the configuration."""
+        return (
+            f"lambda_global={self.lambda_global}, lambda_local={self.lambda_local}, "
+            f"gamma={self.gamma}, label_smoothing={self.label_smoothing}, "
+            f"normalizer={self.normalizer!r}, sparsify={self.sparsify}, missing={self.missing!r}"
+        )
