@@ -112,10 +112,13 @@ class CrossAttentionPooler(nn.Module):
 
         Args:
             queries: ``(B, Q, D)`` (``Q`` views per sample) or ``(B, D)``, floating, the
-                raw (unnormalised) pooled embeddings; dtype of the parameters.
+                raw (unnormalised) pooled embeddings; dtype of the parameters, or any of
+                fp32/fp16/bf16 under ``torch.autocast`` (the output then has the dtype of
+                ``queries`` promoted with the autocast dtype, as the residual sum gives).
             tokens: ``(B, S, C)`` tokens of the other modality, one set per sample, same
-                dtype and device. COSMOS: 196 mapped patch tokens of crop ``g1``, or all 77
-                mapped text positions of caption ``G1`` (padding included).
+                dtype (under autocast: any of fp32/fp16/bf16) and device. COSMOS: 196
+                mapped patch tokens of crop ``g1``, or all 77 mapped text positions of
+                caption ``G1`` (padding included).
             key_padding_mask: optional ``(B, S)`` ``torch.bool``, ``True`` = ignore that
                 token (``nn.MultiheadAttention``'s convention). Off by default, like the
                 reference, which attends over text padding too.
@@ -127,7 +130,9 @@ class CrossAttentionPooler(nn.Module):
         Raises:
             ValueError: on mismatched shapes or devices, empty inputs or a mask row hiding
                 every token.
-            TypeError: on non-floating inputs, mixed dtypes or a non-bool mask.
+            TypeError: on non-floating inputs, a non-bool mask, or (outside autocast)
+                tokens and queries of different dtypes or inputs whose dtype is not the
+                parameters'.
         """
         check_floating("queries", queries)
         single = queries.dim() == 2
@@ -138,10 +143,24 @@ class CrossAttentionPooler(nn.Module):
         batch, num_queries, _ = queries.shape
         check_floating("tokens", tokens)
         check_shape("tokens", tokens, (batch, "S", self.kdim))
-        if tokens.dtype != queries.dtype:
-            raise TypeError(
-                f"tokens must have the dtype of queries ({queries.dtype}), got {tokens.dtype}"
-            )
+        autocast_dtypes = (torch.float16, torch.bfloat16, torch.float32)
+        autocast = (
+            torch.is_autocast_enabled(queries.device.type)
+            and queries.dtype in autocast_dtypes
+            and tokens.dtype in autocast_dtypes
+        )
+        if not autocast:  # under autocast the projections cast their inputs themselves
+            if tokens.dtype != queries.dtype:
+                raise TypeError(
+                    f"tokens must have the dtype of queries ({queries.dtype}), got {tokens.dtype}"
+                )
+            param_dtype = self.ln_q.weight.dtype
+            if queries.dtype != param_dtype:
+                raise TypeError(
+                    f"queries must have the dtype of the parameters ({param_dtype}) outside "
+                    f"autocast, got {queries.dtype}; convert the module (e.g. .to({queries.dtype}))"
+                    f" or run under torch.autocast"
+                )
         check_same_device(("queries", queries), ("tokens", tokens))
         if queries.numel() == 0 or tokens.shape[1] == 0:
             raise ValueError(
