@@ -319,3 +319,25 @@ def test_half_precision_inputs_outside_and_under_autocast(generator: torch.Gener
     # A bf16 module takes bf16 inputs without autocast.
     out = random_pooler(8, 2, 6, dtype=torch.bfloat16)(q.bfloat16(), x.bfloat16())
     assert out.dtype == torch.bfloat16
+
+
+def test_cosmos_head_loads_reference_checkpoint_keys_after_renaming_the_poolers() -> None:
+    # The reference checkpoint keys COSMOS adds (besides distill_logit_scale).
+    pool_keys = [
+        "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+        "attn.out_proj.bias", "ln_q.weight", "ln_q.bias", "ln_k.weight", "ln_k.bias",
+    ]  # fmt: skip
+    reference = [f"{m}_token_mapping.{p}" for m in ("image", "text") for p in ("weight", "bias")]
+    reference += [f"{pool}.{k}" for pool in ("visual.attn_cross_pool", "text_attn_cross_pool")
+                  for k in pool_keys]  # fmt: skip
+    rename = {
+        "visual.attn_cross_pool.": "image_attn_pool.",
+        "text_attn_cross_pool.": "text_attn_pool.",
+    }
+    mapped = set()
+    for key in reference:
+        for old, new in rename.items():
+            key = key.replace(old, new) if key.startswith(old) else key
+        mapped.add(key)
+    head = COSMOSHead(8, image_token_dim=6, text_token_dim=5, num_heads=2, device="meta")
+    assert set(head.state_dict()) == mapped

@@ -202,8 +202,11 @@ class CrossAttentionPooler(nn.Module):
 class COSMOSHead(nn.Module):
     """The cross-modal part of COSMOS: two token mappings and two cross-attention poolers.
 
-    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation),
-    named as in its checkpoints:
+    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation).
+    The token mappings have the names of its checkpoints; the two poolers are renamed (their
+    sub-keys, ``attn.in_proj_weight``, ``ln_q.weight``, ..., are the reference's), so a
+    reference checkpoint loads after mapping ``visual.attn_cross_pool.`` to
+    ``image_attn_pool.`` and ``text_attn_cross_pool.`` to ``text_attn_pool.``:
 
     - ``image_token_mapping``: ``Linear(image_token_dim, dim)`` with bias, applied to the
       image tower's patch tokens after its final LayerNorm (CLS excluded, ``proj`` not
