@@ -319,6 +319,10 @@ def test_half_precision_inputs_outside_and_under_autocast(generator: torch.Gener
     # A bf16 module takes bf16 inputs without autocast.
     out = random_pooler(8, 2, 6, dtype=torch.bfloat16)(q.bfloat16(), x.bfloat16())
     assert out.dtype == torch.bfloat16
+    # Meta tensors (shape inference) still pass: autocast has no meta device.
+    meta = CrossAttentionPooler(8, 2, kdim=6, device="meta")
+    out = meta(q.to("meta"), x.to("meta"), backend="torch")
+    assert out.shape == (2, 3, 8) and out.is_meta
 
 
 def test_cosmos_head_loads_reference_checkpoint_keys_after_renaming_the_poolers() -> None:

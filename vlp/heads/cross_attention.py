@@ -29,6 +29,14 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled`` for devices autocast knows; ``False`` for others (meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # e.g. "meta": autocast has no dispatch key for it
+        return False
+
+
 class CrossAttentionPooler(nn.Module):
     r"""One multi-head cross-attention of queries over tokens, plus the raw-query residual.
 
@@ -145,7 +153,7 @@ class CrossAttentionPooler(nn.Module):
         check_shape("tokens", tokens, (batch, "S", self.kdim))
         autocast_dtypes = (torch.float16, torch.bfloat16, torch.float32)
         autocast = (
-            torch.is_autocast_enabled(queries.device.type)
+            _autocast_enabled(queries.device.type)
             and queries.dtype in autocast_dtypes
             and tokens.dtype in autocast_dtypes
         )
