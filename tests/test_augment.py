@@ -197,3 +197,9 @@ def test_bad_input() -> None:
         MultiCropTransform(flip_p=1.5)
     with pytest.raises(ValueError, match="hue must lie in"):
         MultiCropTransform(hue=0.6)
+    with pytest.raises(TypeError, match="num_local must be an int, got float"):
+        MultiCropTransform(num_local=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_local must be >= 0, got -1"):
+        MultiCropTransform(num_local=-1)
+    with pytest.raises(TypeError, match="solarize_threshold must be a number, got str"):
+        MultiCropTransform(solarize_threshold="128")  # type: ignore[arg-type]

@@ -294,3 +294,54 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         pool(q, x, backend="cuda")  # type: ignore[arg-type]
     assert isinstance(pool.attn, nn.MultiheadAttention)
+
+
+def test_half_precision_inputs_outside_and_under_autocast(generator: torch.Generator) -> None:
+    pool = random_pooler(8, 2, 6, dtype=torch.float32)
+    q = torch.randn(2, 3, 8, generator=generator)
+    x = torch.randn(2, 5, 6, generator=generator)
+    want = reference_mha(pool.double(), q.double(), x.double()).float()
+    pool.float()
+    # Outside autocast, half-precision inputs to fp32 parameters are named, not a matmul error.
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(TypeError, match=r"queries must have the dtype of the parameters"):
+            pool(q.to(dtype), x.to(dtype))
+    # Under autocast (the reference trains with AMP) the projections cast their inputs, so
+    # fp32 queries (e.g. pooled embeddings upcast by the tower) may meet bf16 tokens.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for qq, xx in ((q, x.bfloat16()), (q.bfloat16(), x), (q.bfloat16(), x.bfloat16())):
+            out = pool(qq, xx)
+            assert out.dtype == qq.dtype
+            assert_close(out.float(), want, rtol=0, atol=3e-2)
+        q_grad = q.clone().requires_grad_()
+        pool(q_grad, x.bfloat16()).pow(2).sum().backward()
+    assert q_grad.grad is not None and bool(q_grad.grad.isfinite().all())
+    # A bf16 module takes bf16 inputs without autocast.
+    out = random_pooler(8, 2, 6, dtype=torch.bfloat16)(q.bfloat16(), x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    # Meta tensors (shape inference) still pass: autocast has no meta device.
+    meta = CrossAttentionPooler(8, 2, kdim=6, device="meta")
+    out = meta(q.to("meta"), x.to("meta"), backend="torch")
+    assert out.shape == (2, 3, 8) and out.is_meta
+
+
+def test_cosmos_head_loads_reference_checkpoint_keys_after_renaming_the_poolers() -> None:
+    # The reference checkpoint keys COSMOS adds (besides distill_logit_scale).
+    pool_keys = [
+        "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+        "attn.out_proj.bias", "ln_q.weight", "ln_q.bias", "ln_k.weight", "ln_k.bias",
+    ]  # fmt: skip
+    reference = [f"{m}_token_mapping.{p}" for m in ("image", "text") for p in ("weight", "bias")]
+    reference += [f"{pool}.{k}" for pool in ("visual.attn_cross_pool", "text_attn_cross_pool")
+                  for k in pool_keys]  # fmt: skip
+    rename = {
+        "visual.attn_cross_pool.": "image_attn_pool.",
+        "text_attn_cross_pool.": "text_attn_pool.",
+    }
+    mapped = set()
+    for key in reference:
+        for old, new in rename.items():
+            key = key.replace(old, new) if key.startswith(old) else key
+        mapped.add(key)
+    head = COSMOSHead(8, image_token_dim=6, text_token_dim=5, num_heads=2, device="meta")
+    assert set(head.state_dict()) == mapped

@@ -113,3 +113,35 @@ def test_bad_input() -> None:
         cosine_momentum(1.0, 10, 0.9)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="student must be an nn.Module"):
         EMATeacher("model")  # type: ignore[arg-type]
+
+
+def test_copy_buffers_keeps_a_batchnorm_teacher_in_step() -> None:
+    torch.manual_seed(0)
+    student = Net()
+    default, copying = (
+        EMATeacher(student, momentum=0.9),
+        EMATeacher(student, momentum=0.9, copy_buffers=True),
+    )
+    student.train()
+    student(3.0 + torch.randn(16, 3, dtype=F64))  # moves the BatchNorm running statistics
+    default.update(student)
+    copying.update(student)
+    for name, buf in copying.module.named_buffers():
+        assert torch.equal(buf, dict(student.named_buffers())[name]), name
+    assert torch.equal(default.module.norm.running_mean, torch.zeros(4, dtype=F64))
+    assert int(default.module.norm.num_batches_tracked) == 0
+    # Parameters follow the EMA in both.
+    for a, b in zip(default.parameters(), copying.parameters()):
+        assert torch.equal(a, b)
+    # The eval-mode teacher then normalises with the student's statistics.
+    x = torch.randn(5, 3, dtype=F64)
+    with torch.no_grad():
+        for t, s in zip(copying.module.parameters(), student.parameters()):
+            t.copy_(s)
+    assert_close(copying(x), student.eval()(x), rtol=0, atol=0)
+    tracked = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    untracked = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, track_running_stats=False))
+    with pytest.raises(ValueError, match="same buffers"):
+        ema_update(tracked, untracked, 0.9, copy_buffers=True)
+    with pytest.raises(TypeError, match="copy_buffers must be a bool"):
+        ema_update(student, student, 0.9, copy_buffers=1)  # type: ignore[arg-type]

@@ -157,8 +157,10 @@ class MultiCropTransform:
     ) -> None:
         self.global_size = _size("global_size", global_size)
         self.local_size = _size("local_size", local_size)
-        if isinstance(num_local, bool) or not isinstance(num_local, int) or num_local < 0:
-            raise ValueError(f"num_local must be an int >= 0, got {num_local!r}")
+        if isinstance(num_local, bool) or not isinstance(num_local, int):
+            raise TypeError(f"num_local must be an int, got {type(num_local).__name__}")
+        if num_local < 0:
+            raise ValueError(f"num_local must be >= 0, got {num_local}")
         self.num_local = num_local
         self.global_scale = _pair("global_scale", global_scale, 0.0, 1.0)
         self.local_scale = _pair("local_scale", local_scale, 0.0, 1.0)
@@ -182,6 +184,10 @@ class MultiCropTransform:
         self.local_blur_p = _prob("local_blur_p", local_blur_p)
         self.blur_radius = _pair("blur_radius", blur_radius, 1e-6, math.inf)
         self.solarize_p = _prob("solarize_p", solarize_p)
+        if isinstance(solarize_threshold, bool) or not isinstance(solarize_threshold, (int, float)):
+            raise TypeError(
+                f"solarize_threshold must be a number, got {type(solarize_threshold).__name__}"
+            )
         if not 0 <= solarize_threshold <= 255:
             raise ValueError(f"solarize_threshold must lie in [0, 255], got {solarize_threshold}")
         self.solarize_threshold = float(solarize_threshold)

@@ -29,6 +29,14 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled`` for devices autocast knows; ``False`` for others (meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # e.g. "meta": autocast has no dispatch key for it
+        return False
+
+
 class CrossAttentionPooler(nn.Module):
     r"""One multi-head cross-attention of queries over tokens, plus the raw-query residual.
 
@@ -112,10 +120,13 @@ class CrossAttentionPooler(nn.Module):
 
         Args:
             queries: ``(B, Q, D)`` (``Q`` views per sample) or ``(B, D)``, floating, the
-                raw (unnormalised) pooled embeddings; dtype of the parameters.
+                raw (unnormalised) pooled embeddings; dtype of the parameters, or any of
+                fp32/fp16/bf16 under ``torch.autocast`` (the output then has the dtype of
+                ``queries`` promoted with the autocast dtype, as the residual sum gives).
             tokens: ``(B, S, C)`` tokens of the other modality, one set per sample, same
-                dtype and device. COSMOS: 196 mapped patch tokens of crop ``g1``, or all 77
-                mapped text positions of caption ``G1`` (padding included).
+                dtype (under autocast: any of fp32/fp16/bf16) and device. COSMOS: 196
+                mapped patch tokens of crop ``g1``, or all 77 mapped text positions of
+                caption ``G1`` (padding included).
             key_padding_mask: optional ``(B, S)`` ``torch.bool``, ``True`` = ignore that
                 token (``nn.MultiheadAttention``'s convention). Off by default, like the
                 reference, which attends over text padding too.
@@ -127,7 +138,9 @@ class CrossAttentionPooler(nn.Module):
         Raises:
             ValueError: on mismatched shapes or devices, empty inputs or a mask row hiding
                 every token.
-            TypeError: on non-floating inputs, mixed dtypes or a non-bool mask.
+            TypeError: on non-floating inputs, a non-bool mask, or (outside autocast)
+                tokens and queries of different dtypes or inputs whose dtype is not the
+                parameters'.
         """
         check_floating("queries", queries)
         single = queries.dim() == 2
@@ -138,10 +151,24 @@ class CrossAttentionPooler(nn.Module):
         batch, num_queries, _ = queries.shape
         check_floating("tokens", tokens)
         check_shape("tokens", tokens, (batch, "S", self.kdim))
-        if tokens.dtype != queries.dtype:
-            raise TypeError(
-                f"tokens must have the dtype of queries ({queries.dtype}), got {tokens.dtype}"
-            )
+        autocast_dtypes = (torch.float16, torch.bfloat16, torch.float32)
+        autocast = (
+            _autocast_enabled(queries.device.type)
+            and queries.dtype in autocast_dtypes
+            and tokens.dtype in autocast_dtypes
+        )
+        if not autocast:  # under autocast the projections cast their inputs themselves
+            if tokens.dtype != queries.dtype:
+                raise TypeError(
+                    f"tokens must have the dtype of queries ({queries.dtype}), got {tokens.dtype}"
+                )
+            param_dtype = self.ln_q.weight.dtype
+            if queries.dtype != param_dtype:
+                raise TypeError(
+                    f"queries must have the dtype of the parameters ({param_dtype}) outside "
+                    f"autocast, got {queries.dtype}; convert the module (e.g. .to({queries.dtype}))"
+                    f" or run under torch.autocast"
+                )
         check_same_device(("queries", queries), ("tokens", tokens))
         if queries.numel() == 0 or tokens.shape[1] == 0:
             raise ValueError(
@@ -183,8 +210,11 @@ class CrossAttentionPooler(nn.Module):
 class COSMOSHead(nn.Module):
     """The cross-modal part of COSMOS: two token mappings and two cross-attention poolers.
 
-    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation),
-    named as in its checkpoints:
+    The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation).
+    The token mappings have the names of its checkpoints; the two poolers are renamed (their
+    sub-keys, ``attn.in_proj_weight``, ``ln_q.weight``, ..., are the reference's), so a
+    reference checkpoint loads after mapping ``visual.attn_cross_pool.`` to
+    ``image_attn_pool.`` and ``text_attn_cross_pool.`` to ``text_attn_pool.``:
 
     - ``image_token_mapping``: ``Linear(image_token_dim, dim)`` with bias, applied to the
       image tower's patch tokens after its final LayerNorm (CLS excluded, ``proj`` not

@@ -84,12 +84,34 @@ def _pairs(teacher: nn.Module, student: nn.Module) -> tuple[list[torch.Tensor], 
     return t_params, s_params
 
 
+def _buffer_pairs(
+    teacher: nn.Module, student: nn.Module
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    t_bufs: list[torch.Tensor] = list(teacher.buffers())
+    s_bufs: list[torch.Tensor] = list(student.buffers())
+    if len(t_bufs) != len(s_bufs):
+        raise ValueError(
+            f"teacher and student must have the same buffers, got {len(t_bufs)} and "
+            f"{len(s_bufs)} buffer tensors"
+        )
+    for index, (t, s) in enumerate(zip(t_bufs, s_bufs)):
+        if t.shape != s.shape:
+            raise ValueError(
+                f"buffer {index} differs between teacher and student: teacher "
+                f"{tuple(t.shape)}, student {tuple(s.shape)}"
+            )
+    return t_bufs, s_bufs
+
+
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+def ema_update(
+    teacher: nn.Module, student: nn.Module, momentum: float, *, copy_buffers: bool = False
+) -> None:
     r"""In place, ``teacher <- momentum * teacher + (1 - momentum) * student`` for every parameter.
 
     Parameters are paired in ``parameters()`` order, as the COSMOS reference implementation
-    does (Kim et al., CVPR 2025), frozen ones included; buffers are left alone. One
+    does (Kim et al., CVPR 2025), frozen ones included; buffers are left alone unless
+    ``copy_buffers`` (the reference's ViTs have none that change). One
     ``torch._foreach_lerp_`` over all tensors of a (device, dtype) group: a single
     memory-bound pass. A student wrapped in ``DistributedDataParallel`` (or compiled) works,
     since only the order of parameters matters. See the module note on calling it before
@@ -99,13 +121,23 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         teacher: the EMA module (updated in place).
         student: a module with the same parameters (shape, dtype, device) in the same order.
         momentum: ``m`` in ``[0, 1]``: 1 keeps the teacher, 0 copies the student.
+        copy_buffers: also copy every buffer of the student into the teacher (paired in
+            ``buffers()`` order), as timm's EMA does by default: needed for BatchNorm
+            models, whose eval-mode teacher would otherwise keep the running statistics
+            of the moment it was copied.
 
     Raises:
-        TypeError: non-module arguments or a non-float momentum.
-        ValueError: mismatched parameters, or momentum outside ``[0, 1]``.
+        TypeError: non-module arguments, a non-float momentum or a non-bool
+            ``copy_buffers``.
+        ValueError: mismatched parameters (or buffers), or momentum outside ``[0, 1]``.
     """
     momentum = _check_momentum("momentum", momentum)
+    if not isinstance(copy_buffers, bool):
+        raise TypeError(f"copy_buffers must be a bool, got {type(copy_buffers).__name__}")
     t_params, s_params = _pairs(teacher, student)
+    if copy_buffers:
+        for t, s in zip(*_buffer_pairs(teacher, student)):
+            t.copy_(s)
     if not t_params:
         return
     # lerp(t, s, w) = t + w (s - t) = (1 - w) t + w s with w = 1 - m.
@@ -130,6 +162,9 @@ class EMATeacher(nn.Module):
         momentum: fixed momentum, or the base of the cosine ramp.
         total_steps: if given, ``update`` follows ``cosine_momentum(step, total_steps,
             momentum)`` and needs ``step``.
+        copy_buffers: ``update`` also copies the student's buffers (see
+            [`ema_update`][vlp.heads.ema.ema_update]); set it for models with BatchNorm,
+            since the teacher runs in eval mode on its own running statistics.
 
     Example:
         >>> student = nn.Linear(4, 2)
@@ -143,7 +178,12 @@ class EMATeacher(nn.Module):
     """
 
     def __init__(
-        self, student: nn.Module, momentum: float = 0.999, *, total_steps: int | None = None
+        self,
+        student: nn.Module,
+        momentum: float = 0.999,
+        *,
+        total_steps: int | None = None,
+        copy_buffers: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(student, nn.Module):
@@ -152,6 +192,9 @@ class EMATeacher(nn.Module):
         if total_steps is not None:
             cosine_momentum(0, total_steps, self.momentum)  # validates total_steps
         self.total_steps = total_steps
+        if not isinstance(copy_buffers, bool):
+            raise TypeError(f"copy_buffers must be a bool, got {type(copy_buffers).__name__}")
+        self.copy_buffers = copy_buffers
         self.module = copy.deepcopy(student)
         self.module.requires_grad_(False)
         self.module.eval()
@@ -172,7 +215,7 @@ class EMATeacher(nn.Module):
             step: current step, needed with a cosine schedule.
         """
         momentum = self.momentum_at(step)
-        ema_update(self.module, student, momentum)
+        ema_update(self.module, student, momentum, copy_buffers=self.copy_buffers)
         return momentum
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -188,4 +231,7 @@ class EMATeacher(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the momentum configuration."""
-        return f"momentum={self.momentum}, total_steps={self.total_steps}"
+        return (
+            f"momentum={self.momentum}, total_steps={self.total_steps}, "
+            f"copy_buffers={self.copy_buffers}"
+        )
