@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from vlp.masking import (
     ClusterMasking,
@@ -274,17 +275,39 @@ def test_visible_patches_dropped_by_the_floor_are_uniformly_random() -> None:
     assert float((counts[:15] - 560).abs().max()) < 30
 
 
+class _HostToDevice(TorchFunctionMode):
+    """Records tensors built from host data on another device (``torch.tensor(list,
+    device="cuda")`` copies from pageable memory and synchronises the stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor):
+            device = kwargs.get("device")
+            if device is not None and torch.device(device).type != "cpu":
+                self.calls.append(f"{func.__name__}(device={device})")
+        return func(*args, **kwargs)
+
+
 def test_no_host_sync_in_the_static_path() -> None:
-    """Meta tensors hold no data: any host read (item, bool, int) would raise."""
+    """Meta tensors hold no data: any host read (item, bool, int) would raise; and no
+    tensor is built from host data on the device (a synchronising copy on CUDA)."""
     meta = torch.zeros(4, 196, dtype=torch.bool, device="meta")
-    kept = select_kept_tokens(meta)
+    with _HostToDevice() as copies:
+        kept = select_kept_tokens(meta)
+        module = ClusterMasking(16, threshold=0.5, backend="torch").train()
+        keep, pad = module(torch.empty(2, 3, 224, 224, device="meta"))
+        cal = calibrate_threshold(torch.empty(4, 196, device="meta"), 0.5)
+        every = ClusterMasking(16, calibrate="every_batch", backend="torch").train().to("meta")
+        every(torch.empty(2, 3, 224, 224, device="meta"))
+    assert copies.calls == []
     assert kept.keep_idx.shape == (4, 137) and kept.keep_idx.device.type == "meta"
     with pytest.raises(RuntimeError):
         select_kept_tokens(meta, length="batch_max")  # the one sync is real
-    module = ClusterMasking(16, threshold=0.5, backend="torch").train()
-    keep, pad = module(torch.empty(2, 3, 224, 224, device="meta"))
     assert keep.shape == (2, 137) and pad.shape == (2, 137)
-    cal = calibrate_threshold(torch.empty(4, 196, device="meta"), 0.5)
     assert cal.threshold.device.type == "meta"
 
 

@@ -311,8 +311,10 @@ def calibrate_threshold(
         )
     s = scores.detach().to(torch.float32)
     values = s.flatten().clamp(-1.0, 1.0).sort().values
-    ends = torch.tensor([-1.0, 1.0], device=s.device)
-    candidates = torch.cat([ends[:1], 0.5 * (values[1:] + values[:-1]), ends[1:]])
+    # torch.full, not torch.tensor([...], device=...): a tensor built from host data on
+    # CUDA is a synchronising copy.
+    low, high = (torch.full((1,), v, device=s.device) for v in (-1.0, 1.0))
+    candidates = torch.cat([low, 0.5 * (values[1:] + values[:-1]), high])
     n = candidates.numel()
     width = s.shape[1]
 
