@@ -96,3 +96,12 @@ def test_module_masks_agree_across_backends() -> None:
         for b in ("torch", "triton")
     ]
     assert torch.equal(keeps[0][0], keeps[1][0]) and torch.equal(keeps[0][1], keeps[1][1])
+
+
+def test_anchors_score_exactly_one() -> None:
+    """Spec A10.4 holds for every tau < 1, even one rounding step below it."""
+    images = _images(4, 64, 96, seed=6)
+    anchors = sample_anchors(4, 96, 5, generator=torch.Generator().manual_seed(3))
+    for backend in ("torch", "triton"):
+        scores = cluster_scores(images, anchors, 8, backend=backend)
+        assert bool((scores.gather(1, anchors) == 1.0).all()), backend

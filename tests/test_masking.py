@@ -156,6 +156,14 @@ def test_anchors_are_masked_and_mask_is_monotone_in_threshold() -> None:
     ]
     for m in masks:
         assert bool(m.gather(1, anchors).all())
+    # even just below 1: an anchor's self-correlation is exactly 1, not a rounded 1 - 6e-8
+    below_one = float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))
+    for images in (x, _smooth_images(8, 224, 224, seed=12)):
+        grid_anchors = sample_anchors(
+            8, images.shape[-1] ** 2 // 64, 4, generator=torch.Generator().manual_seed(2)
+        )
+        m = cluster_mask(images, 8, below_one, anchors=grid_anchors, backend="torch").masked
+        assert bool(m.gather(1, grid_anchors).all())
     for loose, tight in itertools.pairwise(masks):
         assert bool((tight <= loose).all())  # mask(t1) contains mask(t2) for t1 < t2
         assert int(tight.sum()) < int(loose.sum())

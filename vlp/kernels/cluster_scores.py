@@ -92,8 +92,10 @@ def _reference(
     rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors
     sim = torch.bmm(rows, x.transpose(1, 2)) / safe.unsqueeze(1)  # (B, K, L), never L x L
     ok = valid.gather(1, anchors).unsqueeze(-1) & valid.unsqueeze(1)
-    # Rounding can put a self-correlation a hair above 1: clamp, so tau >= 1 masks nothing.
-    return sim.clamp(-1.0, 1.0).masked_fill(~ok, float("-inf")).amax(dim=1)
+    # Rounding puts a self-correlation a hair off 1: clamp, so tau >= 1 masks nothing, and
+    # set it to exactly 1, so every anchor is masked for every tau < 1.
+    sim = sim.clamp(-1.0, 1.0).scatter(2, anchors.unsqueeze(-1), 1.0)
+    return sim.masked_fill(~ok, float("-inf")).amax(dim=1)
 
 
 def _next_pow2(x: int) -> int:
@@ -143,8 +145,9 @@ def cluster_scores(
 
     ``score[b, j] = max_k <f[b, anchors[b, k]], f[b, j]>`` with ``f`` the centred,
     unit-norm pixel vectors of :func:`vlp.masking.patch_features` (Pearson correlation).
-    Patch ``j`` is cluster-masked at threshold ``tau`` iff ``score[b, j] > tau``; anchors
-    score 1 with themselves. Not differentiable (masking decisions carry no gradient).
+    Patch ``j`` is cluster-masked at threshold ``tau`` iff ``score[b, j] > tau``; a
+    non-flat anchor scores exactly 1 (masked for every ``tau < 1``). Not differentiable
+    (masking decisions carry no gradient).
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024, Sec. 3.1.
