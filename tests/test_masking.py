@@ -345,6 +345,19 @@ def test_calibration_hits_the_target_exactly_as_well_as_possible() -> None:
     )
 
 
+def test_calibration_separates_adjacent_float32_scores() -> None:
+    """The midpoint of two neighbouring float32 values rounds to one of them; rounded up,
+    it would merge the two and miss the threshold between them."""
+    a = torch.tensor(0.5)
+    b = torch.nextafter(a, torch.tensor(1.0))
+    c = torch.nextafter(b, torch.tensor(1.0))
+    assert 0.5 * (b + c) == c  # round half to even goes up here
+    scores = torch.cat([torch.zeros(5), b.view(1), c.view(1), torch.full((3,), 0.9)]).view(1, 10)
+    cal = calibrate_threshold(scores, 0.4, min_ratio=0.0)  # tau = b: 4 of 10 masked
+    assert float(cal.mean_ratio) == pytest.approx(0.4)
+    assert float(realised_ratio(scores, cal.threshold, min_ratio=0.0)) == pytest.approx(0.4)
+
+
 def test_calibration_raises_below_the_floor() -> None:
     scores = torch.rand(4, 196, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"target_ratio must lie in \[0.301020, 1\]"):
