@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "pretrain_cluster_masking.py"
@@ -52,6 +53,31 @@ def test_recipe_calibrates_the_threshold(tmp_path: Path) -> None:
     assert list(result["runs"]) == ["cluster"]
     assert -1 <= result["threshold"] < 0.5  # more masking than at tau = 0.5 needs a lower tau
     assert result["cluster_ratio"] == pytest.approx(0.9, abs=0.03)
+
+
+def test_a_half_masked_batch_is_out_of_reach_on_the_shapes_data() -> None:
+    """The docs' reason for a fixed tau: the grey background is one perfect cluster, so the
+    mean ratio jumps from the floor to 0.75 or more, and calibrating to 0.5 returns the floor."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    from vlp.masking import calibrate_threshold, cluster_mask, realised_ratio
+
+    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
+    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+    for seed, jump in ((0, 0.755), (1, 0.769)):  # the recipe's calibration batch per seed
+        images = next(common.train_batches(None, batch_size=256, seed=seed + 999))["image"]
+        x = (images.float() / 255 - mean) / std
+        g = torch.Generator().manual_seed(seed + 1)
+        scores = cluster_mask(x, 8, 1.0, generator=g, backend="torch").scores
+        # mean ratio at every distinct score as tau (a step function that changes only there)
+        taus = scores.unique().expand(256, -1).contiguous()
+        visible = torch.searchsorted(scores.sort(dim=1).values, taus, right=True)
+        ratios = 1 - visible.clamp(max=44).double().mean(dim=0) / 64
+        assert float(ratios[-1]) == float(realised_ratio(scores, 1.0).mean())
+        assert float(ratios.min()) == pytest.approx(1 - 44 / 64)
+        assert float(ratios[ratios > 0.32].min()) == pytest.approx(jump, abs=1e-3)
+        assert float(calibrate_threshold(scores, 0.5).mean_ratio) == pytest.approx(1 - 44 / 64)
 
 
 @pytest.mark.slow

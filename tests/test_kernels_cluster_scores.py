@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,3 +101,59 @@ def test_module_masks_agree_across_backends() -> None:
         for b in ("torch", "triton")
     ]
     assert torch.equal(keeps[0][0], keeps[1][0]) and torch.equal(keeps[0][1], keeps[1][1])
+
+
+def test_anchors_score_exactly_one() -> None:
+    """Spec A10.4 holds for every tau < 1, even one rounding step below it."""
+    images = _images(4, 64, 96, seed=6)
+    anchors = sample_anchors(4, 96, 5, generator=torch.Generator().manual_seed(3))
+    for backend in ("torch", "triton"):
+        scores = cluster_scores(images, anchors, 8, backend=backend)
+        assert bool((scores.gather(1, anchors) == 1.0).all()), backend
+
+
+def test_gpu_tiles_fit_in_shared_memory() -> None:
+    """The interpreter has no shared memory: compile for a GPU offline and read the size.
+
+    The software pipeline keeps ``num_stages`` copies of the patch and anchor chunks; with
+    Triton's default 3 stages and 256-value chunks, ViT-L/14 at 336 px (K = 18, padded to
+    32) needed 197 KB, more than an A100 has (163 KB), and ViT-B/16 147 KB (consumer GPUs
+    have 99 KB). Every configuration now stays within 64 KiB.
+    """
+    from vlp.kernels.cluster_scores import _SHARED_BUDGET, _TILE_BUDGET, _launch_config
+
+    for values in (6, 196, 256, 1024):
+        for k in (*range(1, 65), 100, 128, 200, 256):
+            cfg = _launch_config(values, 4096, k, interpreter=False)
+            assert cfg.num_stages * (cfg.block + cfg.kp) * cfg.chunk * 4 <= _TILE_BUDGET
+            assert min(cfg.block, cfg.chunk, cfg.kp) >= 16  # tl.dot tiles
+
+    # Compiled in a fresh process: TRITON_INTERPRET=1 (set for this session) diverts the
+    # compiler's frontend to the interpreter.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, check=True
+    )
+    shared = int(out.stdout.split()[-1])
+    assert 0 < shared <= _SHARED_BUDGET
+
+
+# ViT-L/14 at 336 px (K = 18) for an A100 (sm_80), offline: prints the shared memory.
+_COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from vlp.kernels import _cluster_scores_triton as kern
+from vlp.kernels.cluster_scores import _launch_config
+cfg = _launch_config(14 * 14, 576, 18, interpreter=False)
+ints = ("s_b", "s_c", "s_h", "s_w", "s_ab", "s_ob", "C", "L", "GW", "PH", "PW", "K")
+signature = {"img_ptr": "*fp32", "anc_ptr": "*i64", "out_ptr": "*fp32",
+             **dict.fromkeys(ints, "i32"), "num": "fp32", "eps_norm": "fp32",
+             **dict.fromkeys(("BL", "QC", "KP"), "constexpr")}
+source = ASTSource(fn=kern.cluster_scores_fwd, signature=signature,
+                   constexprs={"BL": cfg.block, "QC": cfg.chunk, "KP": cfg.kp})
+options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+print(triton.compile(source, target=GPUTarget("cuda", 80, 32), options=options).metadata.shared)
+"""

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from vlp.masking import (
     ClusterMasking,
@@ -155,6 +156,14 @@ def test_anchors_are_masked_and_mask_is_monotone_in_threshold() -> None:
     ]
     for m in masks:
         assert bool(m.gather(1, anchors).all())
+    # even just below 1: an anchor's self-correlation is exactly 1, not a rounded 1 - 6e-8
+    below_one = float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))
+    for images in (x, _smooth_images(8, 224, 224, seed=12)):
+        grid_anchors = sample_anchors(
+            8, images.shape[-1] ** 2 // 64, 4, generator=torch.Generator().manual_seed(2)
+        )
+        m = cluster_mask(images, 8, below_one, anchors=grid_anchors, backend="torch").masked
+        assert bool(m.gather(1, grid_anchors).all())
     for loose, tight in itertools.pairwise(masks):
         assert bool((tight <= loose).all())  # mask(t1) contains mask(t2) for t1 < t2
         assert int(tight.sum()) < int(loose.sum())
@@ -274,17 +283,39 @@ def test_visible_patches_dropped_by_the_floor_are_uniformly_random() -> None:
     assert float((counts[:15] - 560).abs().max()) < 30
 
 
+class _HostToDevice(TorchFunctionMode):
+    """Records tensors built from host data on another device (``torch.tensor(list,
+    device="cuda")`` copies from pageable memory and synchronises the stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor):
+            device = kwargs.get("device")
+            if device is not None and torch.device(device).type != "cpu":
+                self.calls.append(f"{func.__name__}(device={device})")
+        return func(*args, **kwargs)
+
+
 def test_no_host_sync_in_the_static_path() -> None:
-    """Meta tensors hold no data: any host read (item, bool, int) would raise."""
+    """Meta tensors hold no data: any host read (item, bool, int) would raise; and no
+    tensor is built from host data on the device (a synchronising copy on CUDA)."""
     meta = torch.zeros(4, 196, dtype=torch.bool, device="meta")
-    kept = select_kept_tokens(meta)
+    with _HostToDevice() as copies:
+        kept = select_kept_tokens(meta)
+        module = ClusterMasking(16, threshold=0.5, backend="torch").train()
+        keep, pad = module(torch.empty(2, 3, 224, 224, device="meta"))
+        cal = calibrate_threshold(torch.empty(4, 196, device="meta"), 0.5)
+        every = ClusterMasking(16, calibrate="every_batch", backend="torch").train().to("meta")
+        every(torch.empty(2, 3, 224, 224, device="meta"))
+    assert copies.calls == []
     assert kept.keep_idx.shape == (4, 137) and kept.keep_idx.device.type == "meta"
     with pytest.raises(RuntimeError):
         select_kept_tokens(meta, length="batch_max")  # the one sync is real
-    module = ClusterMasking(16, threshold=0.5, backend="torch").train()
-    keep, pad = module(torch.empty(2, 3, 224, 224, device="meta"))
     assert keep.shape == (2, 137) and pad.shape == (2, 137)
-    cal = calibrate_threshold(torch.empty(4, 196, device="meta"), 0.5)
     assert cal.threshold.device.type == "meta"
 
 
@@ -312,6 +343,19 @@ def test_calibration_hits_the_target_exactly_as_well_as_possible() -> None:
     assert float(calibrate_threshold(scores, 1 - 137 / 196).mean_ratio) == pytest.approx(
         1 - 137 / 196, abs=1e-6
     )
+
+
+def test_calibration_separates_adjacent_float32_scores() -> None:
+    """The midpoint of two neighbouring float32 values rounds to one of them; rounded up,
+    it would merge the two and miss the threshold between them."""
+    a = torch.tensor(0.5)
+    b = torch.nextafter(a, torch.tensor(1.0))
+    c = torch.nextafter(b, torch.tensor(1.0))
+    assert 0.5 * (b + c) == c  # round half to even goes up here
+    scores = torch.cat([torch.zeros(5), b.view(1), c.view(1), torch.full((3,), 0.9)]).view(1, 10)
+    cal = calibrate_threshold(scores, 0.4, min_ratio=0.0)  # tau = b: 4 of 10 masked
+    assert float(cal.mean_ratio) == pytest.approx(0.4)
+    assert float(realised_ratio(scores, cal.threshold, min_ratio=0.0)) == pytest.approx(0.4)
 
 
 def test_calibration_raises_below_the_floor() -> None:

@@ -84,6 +84,7 @@ def cluster_scores_fwd(
     t_valid = lmask & (t_norm > eps_norm)
     dots = acc - t_mean[:, None] * a_sum[None, :]
     cos = dots / tl.where(t_valid, t_norm, 1.0)[:, None]
+    cos = tl.where(rl[:, None] == a_idx[None, :], 1.0, cos)  # self-correlation: exactly 1
     ok = t_valid[:, None] & a_valid[None, :]
     cos = tl.where(ok, tl.minimum(tl.maximum(cos, -1.0), 1.0), float("-inf"))
     score = tl.max(cos, axis=1)

@@ -17,6 +17,7 @@ accumulates the anchor dot products and the row statistics in fp32. No patch cop
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -92,12 +93,45 @@ def _reference(
     rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors
     sim = torch.bmm(rows, x.transpose(1, 2)) / safe.unsqueeze(1)  # (B, K, L), never L x L
     ok = valid.gather(1, anchors).unsqueeze(-1) & valid.unsqueeze(1)
-    # Rounding can put a self-correlation a hair above 1: clamp, so tau >= 1 masks nothing.
-    return sim.clamp(-1.0, 1.0).masked_fill(~ok, float("-inf")).amax(dim=1)
+    # Rounding puts a self-correlation a hair off 1: clamp, so tau >= 1 masks nothing, and
+    # set it to exactly 1, so every anchor is masked for every tau < 1.
+    sim = sim.clamp(-1.0, 1.0).scatter(2, anchors.unsqueeze(-1), 1.0)
+    return sim.masked_fill(~ok, float("-inf")).amax(dim=1)
 
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
+
+
+#: Shared memory per program on a GPU, in bytes: 64 KiB fits every GPU Triton targets
+#: (Turing's per-block limit, well under the 99 KiB of consumer Ampere/Ada and the
+#: 163 KiB of the A100). The software pipeline holds ``num_stages`` copies of the patch
+#: and anchor chunks, ``(BL + KP) * QC`` fp32 values each; they get 3/4 of it.
+_SHARED_BUDGET = 64 * 1024
+_TILE_BUDGET = 48 * 1024
+_NUM_STAGES = 2
+
+
+class _LaunchConfig(NamedTuple):
+    block: int  # BL, patches per program
+    chunk: int  # QC, pixel values per loop step
+    kp: int  # KP, anchors padded to a power of two >= 16
+    num_warps: int
+    num_stages: int
+
+
+def _launch_config(
+    patch_values: int, num_patches: int, num_anchors: int, *, interpreter: bool
+) -> _LaunchConfig:
+    """Tile sizes for ``patch_values = ph * pw`` values per channel, ``L`` patches, ``K``."""
+    # The interpreter's cost is per program and per loop step: fewer, larger blocks.
+    block = min(64 if interpreter else 32, max(16, _next_pow2(num_patches)))
+    kp = max(16, _next_pow2(num_anchors))
+    chunk = min(256, max(16, _next_pow2(patch_values)))
+    if not interpreter:
+        while chunk > 16 and _NUM_STAGES * (block + kp) * chunk * 4 > _TILE_BUDGET:
+            chunk //= 2
+    return _LaunchConfig(block, chunk, kp, 8 if chunk * block >= 8192 else 4, _NUM_STAGES)
 
 
 def _cluster_scores_triton(
@@ -116,17 +150,14 @@ def _cluster_scores_triton(
     k = anchors.shape[1]
     anchors = anchors.contiguous()
     out = torch.empty((b, num_patches), dtype=torch.float32, device=images.device)
-    chunk = min(256, max(16, _next_pow2(ph * pw)))
-    # The interpreter's cost is per program and per loop step: fewer, larger blocks.
-    block = 64 if interpreter_active() else 32
-    block = min(block, max(16, _next_pow2(num_patches)))
-    kp = max(16, _next_pow2(k))
-    launch = (b, -(-num_patches // block))
+    cfg = _launch_config(ph * pw, num_patches, k, interpreter=interpreter_active())
+    launch = (b, -(-num_patches // cfg.block))
     kern.cluster_scores_fwd[launch](
         images, anchors, out,
         *images.stride(), anchors.stride(0), out.stride(0),
         c, num_patches, grid[1], ph, pw, k, float(c * ph * pw), eps * math.sqrt(c * ph * pw),
-        BL=block, QC=chunk, KP=kp, num_warps=8 if chunk * block >= 8192 else 4,
+        BL=cfg.block, QC=cfg.chunk, KP=cfg.kp, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
     )  # fmt: skip
     return out
 
@@ -143,8 +174,9 @@ def cluster_scores(
 
     ``score[b, j] = max_k <f[b, anchors[b, k]], f[b, j]>`` with ``f`` the centred,
     unit-norm pixel vectors of :func:`vlp.masking.patch_features` (Pearson correlation).
-    Patch ``j`` is cluster-masked at threshold ``tau`` iff ``score[b, j] > tau``; anchors
-    score 1 with themselves. Not differentiable (masking decisions carry no gradient).
+    Patch ``j`` is cluster-masked at threshold ``tau`` iff ``score[b, j] > tau``; a
+    non-flat anchor scores exactly 1 (masked for every ``tau < 1``). Not differentiable
+    (masking decisions carry no gradient).
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024, Sec. 3.1.

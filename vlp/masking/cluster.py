@@ -277,10 +277,11 @@ def calibrate_threshold(
 
     The mean ratio is a non-increasing step function of ``tau`` that changes only at
     score values, so the candidates are ``-1``, ``1`` and the midpoints between
-    consecutive sorted scores; a binary search over them (``ceil(log2(B * L + 2))``
-    vectorised steps, on the scores' device, no host sync) returns the best one. The
-    result is exact for this batch: no ``tau`` gets closer. Calibrate once on a batch
-    and keep ``tau`` fixed, as the paper intends.
+    consecutive sorted scores (the lower score where no float lies between them); a
+    binary search over them (``ceil(log2(B * L + 2))`` vectorised steps, on the scores'
+    device, no host sync) returns the best one. The result is exact for this batch: no
+    ``tau`` gets closer. Calibrate once on a batch and keep ``tau`` fixed, as the paper
+    intends.
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024 (threshold set for a target average mask ratio).
@@ -311,8 +312,14 @@ def calibrate_threshold(
         )
     s = scores.detach().to(torch.float32)
     values = s.flatten().clamp(-1.0, 1.0).sort().values
-    ends = torch.tensor([-1.0, 1.0], device=s.device)
-    candidates = torch.cat([ends[:1], 0.5 * (values[1:] + values[:-1]), ends[1:]])
+    # torch.full, not torch.tensor([...], device=...): a tensor built from host data on
+    # CUDA is a synchronising copy.
+    low, high = (torch.full((1,), v, device=s.device) for v in (-1.0, 1.0))
+    # Between two neighbouring floats the midpoint rounds to one of them: keep the lower
+    # one then, else the two scores would fall on the same side of every candidate.
+    mid = 0.5 * (values[1:] + values[:-1])
+    mid = torch.where(mid < values[1:], mid, values[:-1])
+    candidates = torch.cat([low, mid, high])
     n = candidates.numel()
     width = s.shape[1]
 
