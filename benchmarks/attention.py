@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import CEILINGS, environment, peak_memory, run_isolated, time_fn, write_rows
+from benchmarks.harness import ceilings, environment, peak_memory, run_isolated, time_fn, write_rows
 
 
 def _impl(name: str) -> Any:
@@ -79,8 +79,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     row = {**environment(device), **case, **timing, "peak_mem_bytes": mem, "bytes_min": bytes_min}
     t = timing["t_median_ms"] * 1e-3
     row["achieved_bytes_per_s"] = bytes_min / t
-    if device == "cuda" and "H100" in row["device_name"]:
-        row["bw_frac"] = bytes_min / t / CEILINGS["H100"]["bw_bytes_per_s"]
+    ceiling = ceilings(row["device_name"]) if device == "cuda" else {}
+    if "bw_bytes_per_s" in ceiling:
+        row["bw_frac"] = bytes_min / t / ceiling["bw_bytes_per_s"]
     return row
 
 

@@ -33,7 +33,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import CEILINGS, environment, peak_memory, run_isolated, time_fn, write_rows
+from benchmarks.harness import ceilings, environment, peak_memory, run_isolated, time_fn, write_rows
 
 
 def seed_style_mask(
@@ -124,8 +124,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     }
     t = timing["t_median_ms"] * 1e-3
     row["achieved_bytes_per_s"] = bytes_min / t
-    if device == "cuda" and "H100" in row["device_name"]:
-        row["bw_frac"] = bytes_min / t / CEILINGS["H100"]["bw_bytes_per_s"]
+    ceiling = ceilings(row["device_name"]) if device == "cuda" else {}
+    if "bw_bytes_per_s" in ceiling:
+        row["bw_frac"] = bytes_min / t / ceiling["bw_bytes_per_s"]
     return row
 
 

@@ -25,10 +25,21 @@ from typing import Any
 
 import torch
 
-#: Measured ceilings of the lent H100 (performance spec, section 2.1).
-CEILINGS = {
+#: Measured ceilings of the lent GPUs: the H100 from the performance spec (section 2.1), the
+#: H200 from the device tool's notes (a device-to-device copy at 4.3 TB/s counting reads and
+#: writes, an 8192^3 bf16 matmul at 788 TFLOP/s on random data). Keys match the device name.
+CEILINGS: dict[str, dict[str, float]] = {
+    "H200": {"bw_bytes_per_s": 4.3e12, "bf16_flops": 788e12},
     "H100": {"bw_bytes_per_s": 3.0e12, "bf16_flops": 798e12, "tf32_flops": 494.7e12},
 }
+
+
+def ceilings(device_name: str) -> dict[str, float]:
+    """The measured ceilings of the GPU named ``device_name`` (empty when unknown or a CPU)."""
+    for key, values in CEILINGS.items():
+        if key in device_name:
+            return values
+    return {}
 
 
 def git_sha() -> str:
