@@ -8,8 +8,10 @@ module imports only torch and vlp, to keep the children's start-up short.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -25,7 +27,13 @@ from vlp.distributed import (
     get_world_size,
     is_distributed,
 )
-from vlp.losses import clip_loss, negclip_loss, siglip_loss
+from vlp.losses import (
+    clip_loss,
+    cosmos_distillation_loss,
+    multiview_clip_loss,
+    negclip_loss,
+    siglip_loss,
+)
 from vlp.testing import run_distributed
 
 F64 = torch.float64
@@ -281,10 +289,128 @@ def _ssmke_cases(rank: int) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------ COSMOS
+
+MULTIVIEW_SIZES = (2, 3)  # uneven on purpose
+# (case, keyword arguments); `multiview_lists` gives each case's views.
+MULTIVIEW_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("multiview", {}),
+    ("multiview", {"local_loss": False}),
+    ("multiview", {"local_loss": False, "gather_with_grad": False}),
+    ("multiview", {"local_loss": True, "gather_with_grad": False}),
+    ("multiview", {"chunk_size": 2, "label_smoothing": 0.1}),
+    ("multiview_shared", {}),  # a view in both lists: gathered once
+    ("distillation", {}),  # teacher view 0 in both teacher lists: gathered once
+    ("distillation", {"local_loss": False, "chunk_size": 3}),
+]
+
+
+def multiview_data() -> list[torch.Tensor]:
+    """Seven global ``(M, 4)`` views; each case picks its lists from them."""
+    g = torch.Generator().manual_seed(4)
+    return [torch.randn(sum(MULTIVIEW_SIZES), 4, generator=g, dtype=F64) for _ in range(7)]
+
+
+def multiview_lists(name: str, views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The view lists of a case (the same tensor object where a view is shared)."""
+    if name == "multiview":  # 2 x 3 views, 5 distinct
+        return [views[:2], views[2:5]]
+    if name == "multiview_shared":  # 2 x 3 views, 4 distinct
+        return [views[:2], [views[1], *views[2:4]]]
+    # distillation: student 2 image + 3 text, teacher [t0] and [t0, t1]: 7 distinct
+    return [views[:2], views[2:5], [views[5]], [views[5], views[6]]]
+
+
+def pairwise_reference(
+    name: str, lists: list[list[torch.Tensor]], scale: torch.Tensor, **config: Any
+) -> torch.Tensor:
+    """The loss as one ``clip_loss`` call per pair of views (gathers every pair anew)."""
+
+    def mean(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros((), dtype=F64)
+        for x in a:
+            for y in b:
+                total = total + clip_loss(x, y, scale, **config)
+        return total / (len(a) * len(b))
+
+    if name.startswith("multiview"):
+        return mean(*lists)
+    student_image, student_text, *teachers = lists
+    detached = [[t.detach() for t in views] for views in teachers]
+    groups = [mean(s, t) for s in (student_image, student_text) for t in detached]
+    return (groups[0] + groups[1] + groups[2] + groups[3]) / 4
+
+
+def multiview_loss(
+    name: str, lists: list[list[torch.Tensor]], scale: torch.Tensor, **config: Any
+) -> torch.Tensor:
+    """The library call of a case."""
+    if name.startswith("multiview"):
+        return multiview_clip_loss(*lists, scale, **config)
+    return cosmos_distillation_loss(*lists, scale, **config)
+
+
+@contextlib.contextmanager
+def count_collectives() -> Iterator[dict[str, int]]:
+    """Count the calls of ``dist.all_gather`` and ``dist.all_reduce`` inside the block."""
+    counts = {"all_gather": 0, "all_reduce": 0}
+    originals = {name: getattr(dist, name) for name in counts}
+
+    def counted(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    try:
+        for name in counts:
+            setattr(dist, name, counted(name))
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def multiview_step(
+    fn: Callable[..., torch.Tensor],
+    name: str,
+    config: dict[str, Any],
+    rows: slice,
+) -> dict[str, Any]:
+    """One forward/backward of ``fn`` on this rank's rows, with its collective counts."""
+    views = [v[rows].clone().requires_grad_() for v in multiview_data()]
+    log_scale = torch.tensor(math.log(6.0), dtype=F64, requires_grad=True)
+    with count_collectives() as counts:
+        loss = fn(name, multiview_lists(name, views), log_scale.exp(), **config)
+        forward = dict(counts)
+        loss.backward()
+    return {
+        "loss": loss.detach(),
+        "grads": [v.grad for v in views],
+        "scale": log_scale.grad,
+        "forward": forward,
+        "backward": {k: counts[k] - forward[k] for k in counts},
+    }
+
+
+def _multiview_cases(rank: int) -> list[dict[str, Any]]:
+    start = sum(MULTIVIEW_SIZES[:rank])
+    rows = slice(start, start + MULTIVIEW_SIZES[rank])
+    return [
+        {
+            "library": multiview_step(multiview_loss, name, config, rows),
+            "pairwise": multiview_step(pairwise_reference, name, config, rows),
+        }
+        for name, config in MULTIVIEW_CASES
+    ]
+
+
 def _worker(rank: int, world: int) -> dict[str, Any]:
     return {
         "gather": _gather_cases(rank, world),
         "losses": _loss_cases(rank),
+        "multiview": _multiview_cases(rank),
         "ssmke": _ssmke_cases(rank),
     }
 

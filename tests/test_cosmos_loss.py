@@ -332,3 +332,68 @@ def test_distributed_equals_single_process_on_the_global_batch() -> None:
         assert_close(res["grad_True"] / world, rows, rtol=1e-10, atol=1e-13)
         assert_close(res["grad_False"] / world, rows, rtol=1e-10, atol=1e-13)
         assert bool(res["teacher_grad_True"].all()) and bool(res["teacher_grad_False"].all())
+
+
+# ------------------------------------------- distributed: each view is gathered once
+
+# Case name -> (pairs, distinct view tensors, distinct views that carry a gradient).
+MULTIVIEW_COUNTS = {
+    "multiview": (6, 5, 5),
+    "multiview_shared": (6, 4, 4),
+    "distillation": (15, 7, 5),
+}
+
+
+def multiview_single_process(name: str, config: dict) -> dict:
+    from _gloo_cases import multiview_data, multiview_lists, multiview_loss
+
+    config = {k: v for k, v in config.items() if k not in ("local_loss", "gather_with_grad")}
+    views_ = [v.clone().requires_grad_() for v in multiview_data()]
+    log_scale = torch.tensor(math.log(6.0), dtype=F64, requires_grad=True)
+    loss = multiview_loss(name, multiview_lists(name, views_), log_scale.exp(), **config)
+    loss.backward()
+    return {"loss": loss.detach(), "grads": [v.grad for v in views_], "scale": log_scale.grad}
+
+
+def test_distributed_gathers_each_view_once_with_unchanged_values_and_gradients() -> None:
+    from _gloo_cases import MULTIVIEW_CASES, MULTIVIEW_SIZES, gloo_results
+
+    results = [r["multiview"] for r in gloo_results()]
+    world = len(MULTIVIEW_SIZES)
+    for c, (name, config) in enumerate(MULTIVIEW_CASES):
+        pairs, distinct, with_grad = MULTIVIEW_COUNTS[name]
+        grad_gathers = with_grad if config.get("gather_with_grad", True) else 0
+        local_loss = config.get("local_loss", True)
+        single = multiview_single_process(name, config)
+        per_rank = [res[c]["library"] for res in results]
+        for r, res in enumerate(results):
+            got, want, msg = res[c]["library"], res[c]["pairwise"], f"case {c} {name} rank {r}"
+            # Forward: one size exchange, then one all-gather per distinct view (before the
+            # fix: three all-gathers, sizes + image + text, per pair). Backward: one
+            # all-reduce per gathered view with a gradient, one for the scale's average.
+            assert got["forward"] == {"all_gather": 1 + distinct, "all_reduce": 0}, msg
+            assert got["backward"] == {"all_gather": 0, "all_reduce": grad_gathers + 1}, msg
+            pair_grads = (2 if name.startswith("multiview") else 1) * (grad_gathers > 0)
+            assert want["forward"]["all_gather"] == 3 * pairs, msg
+            assert want["backward"]["all_reduce"] == pairs * (pair_grads + 1), msg
+            # Same values and gradients as one clip_loss call per pair.
+            assert_close(got["loss"], want["loss"], rtol=1e-12, msg=msg)
+            assert_close(got["scale"], want["scale"], rtol=1e-10, atol=1e-13, msg=msg)
+            for g, w in zip(got["grads"], want["grads"]):
+                assert (g is None) == (w is None), msg
+                if g is not None:
+                    assert_close(g, w, rtol=1e-10, atol=1e-13, msg=msg)
+            if not config.get("gather_with_grad", True):
+                continue
+            # And as one process on the concatenated batch (DDP would divide by W).
+            start = sum(MULTIVIEW_SIZES[:r])
+            rows = slice(start, start + MULTIVIEW_SIZES[r])
+            if not local_loss:
+                assert_close(got["loss"], single["loss"], rtol=1e-12, msg=msg)
+            assert_close(got["scale"], single["scale"], rtol=1e-10, atol=1e-13, msg=msg)
+            for g, s in zip(got["grads"], single["grads"]):
+                if s is not None:
+                    assert_close(g / world, s[rows], rtol=1e-10, atol=1e-13, msg=msg)
+        if local_loss and config.get("gather_with_grad", True):
+            mean = sum(p["loss"] for p in per_rank) / world
+            assert_close(mean, single["loss"], rtol=1e-12, msg=f"case {c} {name}")

@@ -183,45 +183,119 @@ def clip_loss(
         TypeError: on non-floating features, differing dtypes, or non-integer ``sample_ids``.
     """
     check_pair(image_features, text_features)
-    scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
-    bias = (
-        None
-        if logit_bias is None
-        else as_scalar("logit_bias", logit_bias, image_features, positive=False)
-    )
-    check_probability("label_smoothing", label_smoothing, high_inclusive=True)
-    local_loss = _check_flag("local_loss", local_loss)
-    gather_with_grad = _check_flag("gather_with_grad", gather_with_grad)
-    n = image_features.shape[0]
+    scale, bias = _check_options(
+        image_features, logit_scale, logit_bias, label_smoothing, local_loss, gather_with_grad,
+        return_details, chunk_size, backend,
+    )  # fmt: skip
     if sample_ids is not None:
-        check_sample_ids(sample_ids, n, image_features)
-    tiled = chunk_size is not None or backend == "triton"
-    if tiled and return_details:
+        check_sample_ids(sample_ids, image_features.shape[0], image_features)
+    (image, text), batch = _gather_views(
+        [image_features, text_features], scale, bias, sample_ids, local_loss=local_loss,
+        gather_with_grad=gather_with_grad, group=group,
+    )  # fmt: skip
+    return _pair_loss(
+        image, text, batch, label_smoothing=label_smoothing, return_details=return_details,
+        chunk_size=chunk_size, backend=backend,
+    )  # fmt: skip
+
+
+def _check_options(
+    like: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    logit_bias: float | torch.Tensor | None,
+    label_smoothing: float,
+    local_loss: bool,
+    gather_with_grad: bool,
+    return_details: bool,
+    chunk_size: int | None,
+    backend: Backend,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check the non-feature arguments of `clip_loss`; return the scale and bias tensors."""
+    scale = as_scalar("logit_scale", logit_scale, like, positive=True)
+    bias = None if logit_bias is None else as_scalar("logit_bias", logit_bias, like, positive=False)
+    check_probability("label_smoothing", label_smoothing, high_inclusive=True)
+    _check_flag("local_loss", local_loss)
+    _check_flag("gather_with_grad", gather_with_grad)
+    if (chunk_size is not None or backend == "triton") and return_details:
         raise ValueError(
             "return_details=True needs the logits, which the tiled path (chunk_size or "
             "backend='triton') never forms; use the dense path for details"
         )
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
+    return scale, bias
 
-    image = F.normalize(image_features, dim=-1)
-    text = F.normalize(text_features, dim=-1)
+
+class _View(NamedTuple):
+    """One L2-normalised feature matrix: this rank's ``(n, D)`` rows and all ``(M, D)`` rows."""
+
+    local: torch.Tensor
+    all: torch.Tensor
+
+
+class _Batch(NamedTuple):
+    """What every pair of views gathered together by `_gather_views` shares."""
+
+    scale: torch.Tensor  # its gradient averaged over the group
+    bias: torch.Tensor | None  # idem
+    ids: torch.Tensor | None  # this rank's sample ids
+    all_ids: torch.Tensor | None  # every rank's, in rank order
+    offset: int  # index of this rank's first row in the global batch
+    world: int
+    local_loss: bool
+
+
+def _gather_views(
+    views: list[torch.Tensor],
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    sample_ids: torch.Tensor | None,
+    *,
+    local_loss: bool,
+    gather_with_grad: bool,
+    group: ProcessGroup | None,
+) -> tuple[list[_View], _Batch]:
+    """Normalise and gather each ``(n, D)`` view once, for any number of pairs of them.
+
+    Under a process group this costs one exchange of the batch sizes, one all-gather per
+    view (and one for ``sample_ids``); every view must have this rank's ``n`` rows.
+    """
+    normalized = [F.normalize(view, dim=-1) for view in views]
     world = get_world_size(group)
-    if world > 1:
-        sizes = all_gather_sizes(image, group)
-        offset = sum(sizes[: get_rank(group)])
-        gather = all_gather_with_grad if gather_with_grad else all_gather_no_grad
-        all_image = gather(image, group, sizes=sizes)
-        all_text = gather(text, group, sizes=sizes)
+    if world == 1:
+        batch = _Batch(scale, bias, sample_ids, sample_ids, 0, 1, local_loss)
+        return [_View(view, view) for view in normalized], batch
+    n = normalized[0].shape[0]
+    sizes = all_gather_sizes(normalized[0], group)
+    offset = sum(sizes[: get_rank(group)])
+    gather = all_gather_with_grad if gather_with_grad else all_gather_no_grad
+    gathered = []
+    for view in normalized:
+        everyone = gather(view, group, sizes=sizes)
         if not gather_with_grad and not local_loss:
             # Put this rank's features (with their gradient) back into their slot.
-            all_image = torch.cat([all_image[:offset], image, all_image[offset + n :]])
-            all_text = torch.cat([all_text[:offset], text, all_text[offset + n :]])
-        all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
-        scale = average_gradient(scale, group)
-        bias = None if bias is None else average_gradient(bias, group)
-    else:
-        offset, all_image, all_text, all_ids = 0, image, text, sample_ids
+            everyone = torch.cat([everyone[:offset], view, everyone[offset + n :]])
+        gathered.append(_View(view, everyone))
+    all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
+    scale = average_gradient(scale, group)
+    bias = None if bias is None else average_gradient(bias, group)
+    return gathered, _Batch(scale, bias, sample_ids, all_ids, offset, world, local_loss)
+
+
+def _pair_loss(
+    image_view: _View,
+    text_view: _View,
+    batch: _Batch,
+    *,
+    label_smoothing: float,
+    return_details: bool,
+    chunk_size: int | None,
+    backend: Backend,
+) -> torch.Tensor | ClipLossOutput:
+    """`clip_loss` of two views already gathered by `_gather_views` (arguments checked)."""
+    image, all_image = image_view
+    text, all_text = text_view
+    scale, bias, sample_ids, all_ids, offset, world, local_loss = batch
     total = all_image.shape[0]
 
     if local_loss:
@@ -231,7 +305,7 @@ def clip_loss(
         row_image, row_text, row_ids, row_offset = all_image, all_text, all_ids, 0
         weight = 1.0 / total
 
-    if tiled:
+    if chunk_size is not None or backend == "triton":
         return _tiled_clip_loss(
             row_image, row_text, all_image, all_text, scale, bias, row_ids, all_ids,
             row_offset, local_loss, weight, label_smoothing,
