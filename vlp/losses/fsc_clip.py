@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple, overload
 import torch
 from torch import nn
 
+from vlp._checks import check_shape
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
@@ -215,6 +216,9 @@ def fsc_clip_loss(
             )
         assert image_tokens is not None and text_tokens is not None and text_mask is not None
         assert negative_tokens is not None and negative_token_mask is not None
+        # The local loss takes its batch from image_tokens; tie it to the pooled features
+        # (checked above) so that a mismatch names the tokens, not the negative mask.
+        check_shape("image_tokens", image_tokens, (image_features.shape[0], "P", "D"))
         local_negative = local_hard_negative_loss(
             image_tokens,
             text_tokens,
