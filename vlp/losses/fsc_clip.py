@@ -248,8 +248,8 @@ class FSCCLIPLoss(nn.Module):
     [`ClipLoss`][vlp.losses.clip.ClipLoss] does) and calls
     [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. Fine-tuning starts from a
     pretrained scale: load it into ``loss_fn.logit_scale`` (or pass ``init_scale``, at most
-    ``max_scale``: OpenAI checkpoints hold ``exp(logit_scale) = 100.03``, so clip it). Call
-    `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
+    ``max_scale``: OpenAI checkpoints' rounded ln 100 gives a scale just above 100, so clip
+    it). Call `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
 
     Args:
         init_scale: initial logit scale (the multiplier; OpenAI CLIP ends at 100).
