@@ -530,6 +530,10 @@ def test_bad_input() -> None:
         local_hard_negative_loss(it, tt, empty, nt, ntm, m, 5.0)
     with pytest.raises(ValueError, match="lambda_local must be a finite number >= 0"):
         fsc_clip_loss(image, text, negatives, mask, 5.0, lambda_local=-0.1)
+    # Tokens of another batch than the pooled features: the error names the tokens.
+    tokens = {"text_tokens": tt, "text_mask": tm, "negative_tokens": nt, "negative_token_mask": ntm}
+    with pytest.raises(ValueError, match=r"image_tokens must have shape \(6, P, D\)"):
+        fsc_clip_loss(image, text, negatives, mask, 5.0, image_tokens=it, **tokens)
 
 
 # ------------------------------------------------------------------- NegCLIP, two gloo ranks

@@ -132,9 +132,12 @@ def test_only_lora_parameters_change_in_training() -> None:
     assert any(k.endswith("lora_B") for k in changed)  # B leaves zero: the model now differs
 
 
-def test_merge_equals_unmerged_forward() -> None:
+@pytest.mark.parametrize("training", [True, False])
+def test_merge_equals_unmerged_forward(training: bool) -> None:
+    # Eval + no_grad is nn.MultiheadAttention's fused fast path (batch_first towers), train
+    # mode its F.multi_head_attention_forward path: both must read the adapted in_proj.
     images, text = _inputs()
-    model = apply_lora(_model())
+    model = apply_lora(_model()).train(training)
     _perturb(model)
     with torch.no_grad():
         unmerged = _outputs(model, images, text)

@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple, overload
 import torch
 from torch import nn
 
+from vlp._checks import check_shape
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
@@ -215,6 +216,9 @@ def fsc_clip_loss(
             )
         assert image_tokens is not None and text_tokens is not None and text_mask is not None
         assert negative_tokens is not None and negative_token_mask is not None
+        # The local loss takes its batch from image_tokens; tie it to the pooled features
+        # (checked above) so that a mismatch names the tokens, not the negative mask.
+        check_shape("image_tokens", image_tokens, (image_features.shape[0], "P", "D"))
         local_negative = local_hard_negative_loss(
             image_tokens,
             text_tokens,
@@ -243,8 +247,9 @@ class FSCCLIPLoss(nn.Module):
     Holds the configuration and a [`LogitScale`][vlp.heads.logit_scale.LogitScale] (as
     [`ClipLoss`][vlp.losses.clip.ClipLoss] does) and calls
     [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. Fine-tuning starts from a
-    pretrained scale: load it into ``loss_fn.logit_scale`` (or pass ``init_scale``). Call
-    `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
+    pretrained scale: load it into ``loss_fn.logit_scale`` (or pass ``init_scale``, at most
+    ``max_scale``: OpenAI checkpoints' rounded ln 100 gives a scale just above 100, so clip
+    it). Call `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
 
     Args:
         init_scale: initial logit scale (the multiplier; OpenAI CLIP ends at 100).
