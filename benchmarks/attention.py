@@ -17,7 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import ceilings, environment, peak_memory, run_isolated, time_fn, write_rows
+from benchmarks.harness import (
+    add_rates,
+    environment,
+    peak_memory,
+    run_isolated,
+    time_fn,
+    write_rows,
+)
 
 
 def _impl(name: str) -> Any:
@@ -77,11 +84,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     if case["direction"] == "fwd+bwd":
         bytes_min = bytes_min * 2 + n_in * esize  # read inputs + dO, write dQ, dK, dV
     row = {**environment(device), **case, **timing, "peak_mem_bytes": mem, "bytes_min": bytes_min}
-    t = timing["t_median_ms"] * 1e-3
-    row["achieved_bytes_per_s"] = bytes_min / t
-    ceiling = ceilings(row["device_name"]) if device == "cuda" else {}
-    if "bw_bytes_per_s" in ceiling:
-        row["bw_frac"] = bytes_min / t / ceiling["bw_bytes_per_s"]
+    add_rates(row, bytes_min=bytes_min)
     return row
 
 

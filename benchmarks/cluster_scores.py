@@ -33,7 +33,14 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import ceilings, environment, peak_memory, run_isolated, time_fn, write_rows
+from benchmarks.harness import (
+    add_rates,
+    environment,
+    peak_memory,
+    run_isolated,
+    time_fn,
+    write_rows,
+)
 
 
 def seed_style_mask(
@@ -122,11 +129,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         "host_syncs": _count_syncs(step, device),
         "flops_useful": 2 * b * k * num * 3 * 256,
     }
-    t = timing["t_median_ms"] * 1e-3
-    row["achieved_bytes_per_s"] = bytes_min / t
-    ceiling = ceilings(row["device_name"]) if device == "cuda" else {}
-    if "bw_bytes_per_s" in ceiling:
-        row["bw_frac"] = bytes_min / t / ceiling["bw_bytes_per_s"]
+    add_rates(row, bytes_min=bytes_min)
     return row
 
 

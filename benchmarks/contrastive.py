@@ -16,7 +16,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import ceilings, environment, peak_memory, run_isolated, time_fn, write_rows
+from benchmarks.harness import (
+    add_rates,
+    environment,
+    peak_memory,
+    run_isolated,
+    time_fn,
+    write_rows,
+)
 
 IMPLS = {
     "clip": ("vlp-chunked", "vlp-triton", "vlp-dense", "open_clip", "compile-dense"),
@@ -86,11 +93,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     row["mem_vs_NxN_fp32"] = mem / (4 * n * n)
     flops = (2 if case["direction"] == "fwd" else 6) * n * n * d
     row["flops_useful"] = flops
-    row["achieved_tflops"] = flops / (timing["t_median_ms"] * 1e-3) / 1e12
-    ceiling = ceilings(row["device_name"]) if device == "cuda" else {}
-    peak = ceiling.get("bf16_flops" if case["dtype"] == "bfloat16" else "tf32_flops")
-    if peak:
-        row["tflops_frac"] = flops / (timing["t_median_ms"] * 1e-3) / peak
+    add_rates(row, flops=flops)
     return row
 
 

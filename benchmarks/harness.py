@@ -42,6 +42,28 @@ def ceilings(device_name: str) -> dict[str, float]:
     return {}
 
 
+def add_rates(
+    row: dict[str, Any], *, bytes_min: float | None = None, flops: float | None = None
+) -> None:
+    """Add achieved bandwidth / FLOP/s to ``row`` and, on a known GPU, their ceiling fractions.
+
+    ``row`` must hold ``device``, ``device_name``, ``dtype`` and ``t_median_ms``. Bandwidth is
+    compared with the measured copy bandwidth (``bw_frac``); FLOP/s with the bf16 matrix rate
+    for bfloat16 rows and the tf32 rate otherwise (``tflops_frac``), where one is known.
+    """
+    seconds = row["t_median_ms"] * 1e-3
+    ceiling = ceilings(row["device_name"]) if row["device"] == "cuda" else {}
+    if bytes_min is not None:
+        row["achieved_bytes_per_s"] = bytes_min / seconds
+        if "bw_bytes_per_s" in ceiling:
+            row["bw_frac"] = bytes_min / seconds / ceiling["bw_bytes_per_s"]
+    if flops is not None:
+        row["achieved_tflops"] = flops / seconds / 1e12
+        peak = ceiling.get("bf16_flops" if row["dtype"] == "bfloat16" else "tf32_flops")
+        if peak:
+            row["tflops_frac"] = flops / seconds / peak
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(
