@@ -13,9 +13,12 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "check_bool",
     "check_bool_mask",
     "check_finite",
+    "check_float",
     "check_floating",
+    "check_int",
     "check_matrix",
     "check_nonempty",
     "check_positive",
@@ -149,3 +152,73 @@ def check_bool_mask(name: str, value: torch.Tensor, shape: Sequence[int | str | 
     if value.dtype != torch.bool:
         raise TypeError(f"{name} must have dtype torch.bool, got {value.dtype}")
     check_shape(name, value, shape)
+
+
+def check_int(
+    name: str,
+    value: object,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) in ``[low, high]``.
+
+    Raises ``TypeError`` for a non-int (``True`` is not an int here) and ``ValueError``
+    naming the bounds for one outside them; ``None`` leaves a bound open.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int{_bounds(low, high, True, True)}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Return ``value`` as a finite ``float`` within the given bounds.
+
+    Accepts Python ints and floats (not bools). Raises ``TypeError`` for anything else,
+    ``ValueError`` for NaN, inf or a value outside the bounds (``None`` leaves one open).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    v = float(value)
+    ok = math.isfinite(v)
+    if low is not None:
+        ok = ok and (v >= low if low_inclusive else v > low)
+    if high is not None:
+        ok = ok and (v <= high if high_inclusive else v < high)
+    if not ok:
+        raise ValueError(
+            f"{name} must be a finite number{_bounds(low, high, low_inclusive, high_inclusive)}"
+            f", got {value}"
+        )
+    return v
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _bounds(
+    low: float | None, high: float | None, low_inclusive: bool, high_inclusive: bool
+) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" >= {low}" if low_inclusive else f" > {low}"
+    if low is None:
+        return f" <= {high}" if high_inclusive else f" < {high}"
+    lo = "[" if low_inclusive else "("
+    hi = "]" if high_inclusive else ")"
+    return f" in {lo}{low}, {high}{hi}"
