@@ -1,5 +1,6 @@
 """Dense tokens out of unmodified open_clip and timm models (adapters, not forks)."""
 
+from vlp.adapters.dense import DenseAttention, open_clip_dense_features
 from vlp.adapters.lora import (
     LoRAInit,
     LoRATarget,
@@ -24,6 +25,7 @@ from vlp.adapters.timm_vit import timm_vit_masked_tokens, timm_vit_tokens
 from vlp.adapters.tokens import DenseTokens, text_token_mask
 
 __all__ = [
+    "DenseAttention",
     "DenseTokens",
     "FillerAttention",
     "LoRAInit",
@@ -38,6 +40,7 @@ __all__ = [
     "lora_parameters",
     "lora_state_dict",
     "merge_lora",
+    "open_clip_dense_features",
     "open_clip_image_tokens",
     "open_clip_masked_image_tokens",
     "open_clip_multi_crop_tokens",

@@ -23,6 +23,7 @@ from vlp.data.scene import (
     TEXTURES,
     Scene,
     ShapeObject,
+    render_class_map,
     render_scene,
     sample_scene,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "describe_scene",
     "generate_sample",
     "hard_negatives",
+    "render_class_map",
     "render_scene",
     "sample_scene",
     "shapes_from_shards",
