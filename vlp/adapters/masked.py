@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from vlp.adapters.openclip import (
     FillerAttention,
+    _embed,
     open_clip_image_tokens,
     open_clip_masked_image_tokens,
 )
@@ -84,6 +86,21 @@ class MaskedImageEncoder(nn.Module):
         self.pos_interpolation: PosInterpolation | None = pos_interpolation
         self.filler_attention: FillerAttention = filler_attention
 
+    def _patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, L, width)`` patch projection + positional embedding, detached (no prefix)."""
+        if self.kind != "open_clip":
+            raise ValueError(
+                "a mask_fn that needs patch embeddings is supported for open_clip towers only; "
+                "for timm, call it with your tokens yourself"
+            )
+        with torch.no_grad():
+            tokens = _embed(
+                self.model.visual if hasattr(self.model, "visual") else self.model,
+                images,
+                self.pos_interpolation,
+            )
+        return tokens[:, 1:]
+
     def forward(
         self,
         images: torch.Tensor,
@@ -104,7 +121,12 @@ class MaskedImageEncoder(nn.Module):
         if keep_idx is None and key_padding_mask is not None:
             raise ValueError("key_padding_mask was given without keep_idx")
         if keep_idx is None and self.training and self.mask_fn is not None:
-            keep_idx, key_padding_mask = self.mask_fn(images)
+            if getattr(self.mask_fn, "needs_embeddings", False):
+                # e.g. ClusterMasking(features="embedding_rgb"): the patch token embeddings.
+                mask_fn: Any = self.mask_fn
+                keep_idx, key_padding_mask = mask_fn(images, self._patch_embeddings(images))
+            else:
+                keep_idx, key_padding_mask = self.mask_fn(images)
         if self.kind == "timm":
             if keep_idx is None:
                 return timm_vit_tokens(self.model, images, project=self.project)

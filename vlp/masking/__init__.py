@@ -10,6 +10,7 @@ filler ``key_padding_mask`` to :func:`vlp.adapters.open_clip_masked_image_tokens
 from vlp.kernels.cluster_scores import cluster_scores
 from vlp.masking.cluster import (
     Calibration,
+    ClusterFeatures,
     ClusterMask,
     ClusterMasking,
     KeptLength,
@@ -22,12 +23,14 @@ from vlp.masking.cluster import (
     sample_anchors,
     select_kept_tokens,
 )
+from vlp.masking.cluster_embed import embedding_rgb_scores, embedding_weight
 from vlp.masking.draw import draw_mask
 from vlp.masking.dropout import gather_tokens, num_kept, patch_dropout, random_patch_mask
 from vlp.masking.patches import grid_size, patch_features, patchify, unpatchify
 
 __all__ = [
     "Calibration",
+    "ClusterFeatures",
     "ClusterMask",
     "ClusterMasking",
     "KeptLength",
@@ -36,6 +39,8 @@ __all__ = [
     "cluster_mask",
     "cluster_scores",
     "draw_mask",
+    "embedding_rgb_scores",
+    "embedding_weight",
     "gather_tokens",
     "grid_size",
     "max_kept",

@@ -23,11 +23,13 @@ from torch import nn
 from vlp._checks import check_bool_mask, check_floating, check_probability, check_shape
 from vlp.kernels._dispatch import Backend
 from vlp.kernels.cluster_scores import cluster_scores
+from vlp.masking.cluster_embed import embedding_rgb_scores, embedding_weight
 from vlp.masking.dropout import _check_size, gather_tokens, uniform
 from vlp.masking.patches import _check_images, _pair, grid_size
 
 __all__ = [
     "Calibration",
+    "ClusterFeatures",
     "ClusterMask",
     "ClusterMasking",
     "KeptLength",
@@ -45,6 +47,12 @@ __all__ = [
 #: ``"batch_max"``: ``min(max_kept, most visible patches of any image)`` slots, the
 #: released code's length (one host sync).
 KeptLength = Literal["static", "batch_max"]
+
+#: Patch similarity of :class:`ClusterMasking`: ``"rgb"``, the Pearson correlation of raw
+#: pixels (the paper's method); ``"embedding_rgb"``, the release's ``use_embed`` ablation,
+#: ``w · cos(token embeddings) + (1 − w) · cos(raw pixels)`` with ``w = epoch / 32``
+#: (:func:`~vlp.masking.embedding_rgb_scores`).
+ClusterFeatures = Literal["rgb", "embedding_rgb"]
 
 
 def num_anchors(num_patches: int, anchor_fraction: float = 0.03) -> int:
@@ -374,6 +382,14 @@ class ClusterMasking(nn.Module):
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for :func:`cluster_scores`.
         generator: random source for anchors and slots (on the images' device for a
             sync-free step).
+        features: ``"rgb"`` (default, the paper) or ``"embedding_rgb"``, the embedding +
+            RGB ablation: it needs the patch token embeddings (``forward(images,
+            embeddings)``, :meth:`mask_tokens` passes its tokens, and
+            :class:`vlp.adapters.MaskedImageEncoder` computes them) and mixes them in with
+            the weight ``min(epoch / embed_ramp_epochs, 1)``; call :meth:`set_epoch` at
+            every epoch. The Triton ``backend`` serves ``"rgb"`` only.
+        embed_ramp_epochs: epochs over which the embedding weight grows to 1 (32 in the
+            release).
     """
 
     threshold: torch.Tensor
@@ -391,9 +407,18 @@ class ClusterMasking(nn.Module):
         eps: float = 1e-6,
         backend: Backend = "auto",
         generator: torch.Generator | None = None,
+        features: ClusterFeatures = "rgb",
+        embed_ramp_epochs: float = 32.0,
     ) -> None:
         super().__init__()
         self.patch_size = _pair("patch_size", patch_size)
+        if features not in ("rgb", "embedding_rgb"):
+            raise ValueError(f"features must be 'rgb' or 'embedding_rgb', got {features!r}")
+        self.features: ClusterFeatures = features
+        self.embed_ramp_epochs = embed_ramp_epochs
+        embedding_weight(0.0, embed_ramp_epochs)  # validates embed_ramp_epochs
+        #: Current epoch, set by :meth:`set_epoch` (only the ``"embedding_rgb"`` weight reads it).
+        self.epoch = 0.0
         check_probability("anchor_fraction", anchor_fraction, low_inclusive=False)
         check_probability("min_ratio", min_ratio)
         check_probability("target_ratio", target_ratio, high_inclusive=True)
@@ -429,11 +454,33 @@ class ClusterMasking(nn.Module):
             self._calibrated = True
         return self.threshold
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether :meth:`forward` needs the patch token embeddings (``"embedding_rgb"``)."""
+        return self.features == "embedding_rgb"
+
+    @property
+    def embed_weight(self) -> float:
+        """The weight ``w`` of the embedding similarity at the current epoch (0 for ``"rgb"``)."""
+        if self.features == "rgb":
+            return 0.0
+        return embedding_weight(self.epoch, self.embed_ramp_epochs)
+
+    def set_epoch(self, epoch: float) -> None:
+        """Set the epoch that the ``"embedding_rgb"`` weight ``min(epoch / 32, 1)`` reads."""
+        embedding_weight(epoch, self.embed_ramp_epochs)  # validates epoch
+        self.epoch = float(epoch)
+
+    def forward(
+        self, images: torch.Tensor, embeddings: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept patch indices and filler mask for ``images``.
 
         Args:
             images: ``(B, C, H, W)`` floating images, normalised for the model.
+            embeddings: ``(B, L, D)`` patch token embeddings (patch projection plus
+                positional embedding, no prefix tokens); required with
+                ``features="embedding_rgb"``, ignored otherwise.
 
         Returns:
             ``(keep_idx (B, Lk) int64, key_padding_mask (B, Lk) bool)``; in eval mode
@@ -455,9 +502,19 @@ class ClusterMasking(nn.Module):
             generator=self.generator,
             device=images.device,
         )
-        scores = cluster_scores(
-            images, anchors, self.patch_size, eps=self.eps, backend=self.backend
-        )
+        if self.features == "embedding_rgb":
+            if embeddings is None:
+                raise ValueError(
+                    "features='embedding_rgb' needs the patch token embeddings: call "
+                    "forward(images, embeddings) or mask_tokens(tokens, images)"
+                )
+            scores = embedding_rgb_scores(
+                images, embeddings, anchors, self.patch_size, embed_weight=self.embed_weight
+            )
+        else:
+            scores = cluster_scores(
+                images, anchors, self.patch_size, eps=self.eps, backend=self.backend
+            )
         masked = scores > self._tau(scores)
         kept = select_kept_tokens(
             masked, min_ratio=self.min_ratio, length=self.length, generator=self.generator
@@ -482,7 +539,8 @@ class ClusterMasking(nn.Module):
         """
         if not self.training:
             return tokens, None
-        keep, pad = self(images)
+        embeddings = tokens[:, num_prefix_tokens:] if self.needs_embeddings else None
+        keep, pad = self(images, embeddings)
         kept = gather_tokens(tokens, keep, num_prefix_tokens=num_prefix_tokens)
         prefix = torch.zeros(pad.shape[0], num_prefix_tokens, dtype=torch.bool, device=pad.device)
         return kept, torch.cat([prefix, pad], dim=1)
@@ -494,4 +552,5 @@ class ClusterMasking(nn.Module):
             f"patch_size={self.patch_size}, anchor_fraction={self.anchor_fraction}, "
             f"target_ratio={self.target_ratio}, min_ratio={self.min_ratio}, {tau}, "
             f"length={self.length!r}"
+            + (f", features={self.features!r}" if self.features != "rgb" else "")
         )
