@@ -113,6 +113,9 @@ LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("siglip", {"chunk_size": None}),
     ("siglip", {"chunk_size": 2}),
     ("siglip", {"chunk_size": 3, "sample_ids": True}),
+    ("siglip", {"local_loss": False, "sample_ids": True}),
+    ("siglip", {"local_loss": False, "gather_with_grad": False}),
+    ("siglip", {"local_loss": True, "gather_with_grad": False, "chunk_size": 2}),
     # NegCLIP: every image meets every rank's hard negatives (see negclip_inputs).
     ("negclip", {}),
     ("negclip", {"missing": "mask"}),

@@ -9,23 +9,14 @@ from __future__ import annotations
 from typing import Literal, NamedTuple, overload
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_probability
-from vlp.distributed import (
-    ProcessGroup,
-    all_gather_no_grad,
-    all_gather_sizes,
-    all_gather_with_grad,
-    average_gradient,
-    get_rank,
-    get_world_size,
-)
+from vlp._checks import check_bool, check_probability
+from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
-from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_logsumexp
-from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
+from vlp.losses._contrastive import check_pair, check_sample_ids
+from vlp.losses._infonce import PairDetails, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
 
@@ -52,12 +43,6 @@ class ClipLossOutput(NamedTuple):
     logits_per_image: torch.Tensor
     logits_per_text: torch.Tensor
     targets: torch.Tensor
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 @overload
@@ -183,240 +168,44 @@ def clip_loss(
         TypeError: on non-floating features, differing dtypes, or non-integer ``sample_ids``.
     """
     check_pair(image_features, text_features)
-    scale, bias = _check_options(
+    scale, bias = check_infonce_options(
         image_features, logit_scale, logit_bias, label_smoothing, local_loss, gather_with_grad,
         return_details, chunk_size, backend,
     )  # fmt: skip
     if sample_ids is not None:
         check_sample_ids(sample_ids, image_features.shape[0], image_features)
-    (image, text), batch = _gather_views(
-        [image_features, text_features], scale, bias, sample_ids, local_loss=local_loss,
-        gather_with_grad=gather_with_grad, group=group,
-    )  # fmt: skip
-    return _pair_loss(
-        image, text, batch, label_smoothing=label_smoothing, return_details=return_details,
-        chunk_size=chunk_size, backend=backend,
+    return _clip_loss(
+        image_features, text_features, scale, bias, sample_ids, label_smoothing=label_smoothing,
+        local_loss=local_loss, gather_with_grad=gather_with_grad, group=group,
+        return_details=return_details, chunk_size=chunk_size, backend=backend,
     )  # fmt: skip
 
 
-def _check_options(
-    like: torch.Tensor,
-    logit_scale: float | torch.Tensor,
-    logit_bias: float | torch.Tensor | None,
-    label_smoothing: float,
-    local_loss: bool,
-    gather_with_grad: bool,
-    return_details: bool,
-    chunk_size: int | None,
-    backend: Backend,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Check the non-feature arguments of `clip_loss`; return the scale and bias tensors."""
-    scale = as_scalar("logit_scale", logit_scale, like, positive=True)
-    bias = None if logit_bias is None else as_scalar("logit_bias", logit_bias, like, positive=False)
-    check_probability("label_smoothing", label_smoothing, high_inclusive=True)
-    _check_flag("local_loss", local_loss)
-    _check_flag("gather_with_grad", gather_with_grad)
-    if (chunk_size is not None or backend == "triton") and return_details:
-        raise ValueError(
-            "return_details=True needs the logits, which the tiled path (chunk_size or "
-            "backend='triton') never forms; use the dense path for details"
-        )
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
-    return scale, bias
-
-
-class _View(NamedTuple):
-    """One L2-normalised feature matrix: this rank's ``(n, D)`` rows and all ``(M, D)`` rows."""
-
-    local: torch.Tensor
-    all: torch.Tensor
-
-
-class _Batch(NamedTuple):
-    """What every pair of views gathered together by `_gather_views` shares."""
-
-    scale: torch.Tensor  # its gradient averaged over the group
-    bias: torch.Tensor | None  # idem
-    ids: torch.Tensor | None  # this rank's sample ids
-    all_ids: torch.Tensor | None  # every rank's, in rank order
-    offset: int  # index of this rank's first row in the global batch
-    world: int
-    local_loss: bool
-
-
-def _gather_views(
-    views: list[torch.Tensor],
+def _clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
     sample_ids: torch.Tensor | None,
     *,
+    label_smoothing: float,
     local_loss: bool,
     gather_with_grad: bool,
     group: ProcessGroup | None,
-) -> tuple[list[_View], _Batch]:
-    """Normalise and gather each ``(n, D)`` view once, for any number of pairs of them.
-
-    Under a process group this costs one exchange of the batch sizes, one all-gather per
-    view (and one for ``sample_ids``); every view must have this rank's ``n`` rows.
-    """
-    normalized = [F.normalize(view, dim=-1) for view in views]
-    world = get_world_size(group)
-    if world == 1:
-        batch = _Batch(scale, bias, sample_ids, sample_ids, 0, 1, local_loss)
-        return [_View(view, view) for view in normalized], batch
-    n = normalized[0].shape[0]
-    sizes = all_gather_sizes(normalized[0], group)
-    offset = sum(sizes[: get_rank(group)])
-    gather = all_gather_with_grad if gather_with_grad else all_gather_no_grad
-    gathered = []
-    for view in normalized:
-        everyone = gather(view, group, sizes=sizes)
-        if not gather_with_grad and not local_loss:
-            # Put this rank's features (with their gradient) back into their slot.
-            everyone = torch.cat([everyone[:offset], view, everyone[offset + n :]])
-        gathered.append(_View(view, everyone))
-    all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
-    scale = average_gradient(scale, group)
-    bias = None if bias is None else average_gradient(bias, group)
-    return gathered, _Batch(scale, bias, sample_ids, all_ids, offset, world, local_loss)
-
-
-def _pair_loss(
-    image_view: _View,
-    text_view: _View,
-    batch: _Batch,
-    *,
-    label_smoothing: float,
     return_details: bool,
     chunk_size: int | None,
     backend: Backend,
 ) -> torch.Tensor | ClipLossOutput:
-    """`clip_loss` of two views already gathered by `_gather_views` (arguments checked)."""
-    image, all_image = image_view
-    text, all_text = text_view
-    scale, bias, sample_ids, all_ids, offset, world, local_loss = batch
-    total = all_image.shape[0]
-
-    if local_loss:
-        row_image, row_text, row_ids, row_offset = image, text, sample_ids, offset
-        weight = world / total
-    else:
-        row_image, row_text, row_ids, row_offset = all_image, all_text, all_ids, 0
-        weight = 1.0 / total
-
-    if chunk_size is not None or backend == "triton":
-        return _tiled_clip_loss(
-            row_image, row_text, all_image, all_text, scale, bias, row_ids, all_ids,
-            row_offset, local_loss, weight, label_smoothing,
-            DEFAULT_CHUNK if chunk_size is None else chunk_size, backend,
-        )  # fmt: skip
-
-    dtype = logits_dtype(image.dtype)
-    logits_per_image = scale * (row_image @ all_text.T).to(dtype)
-    if local_loss:
-        logits_per_text = scale * (row_text @ all_image.T).to(dtype)
-    else:
-        logits_per_text = logits_per_image.T
-    if bias is not None:
-        logits_per_image = logits_per_image + bias
-        logits_per_text = logits_per_text + bias
-
-    rows = row_image.shape[0]
-    if row_ids is None or all_ids is None:
-        labels = torch.arange(row_offset, row_offset + rows, device=image.device)
-        targets = None
-    else:
-        positives = (row_ids[:, None] == all_ids[None, :]).to(logits_per_image.dtype)
-        targets = positives / positives.sum(dim=1, keepdim=True)
-
-    def directional(logits: torch.Tensor) -> torch.Tensor:
-        target = labels if targets is None else targets
-        ce = F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
-        return weight * ce
-
-    loss_i2t = directional(logits_per_image)
-    loss_t2i = directional(logits_per_text)
-    loss = (loss_i2t + loss_t2i) / 2
-    if not return_details:
-        return loss
-    if targets is None:
-        targets = F.one_hot(labels, total).to(logits_per_image.dtype)
-    return ClipLossOutput(loss, loss_i2t, loss_t2i, logits_per_image, logits_per_text, targets)
-
-
-def _positive_targets(
-    rows: int,
-    row_offset: int,
-    columns: torch.Tensor,
-    row_ids: torch.Tensor | None,
-    all_ids: torch.Tensor | None,
-    label_smoothing: float,
-) -> torch.Tensor:
-    """``(R, D)``: the target-weighted mean of ``columns`` for each row, ``sum_j y_ij c_j``.
-
-    The positive term of a soft-target cross-entropy is linear in the logits, so it is
-    ``scale * <row, sum_j y_ij c_j> + bias``: O(M D) work instead of a logits matrix.
-    """
-    if row_ids is None or all_ids is None:
-        target = columns[row_offset : row_offset + rows]
-    else:
-        _, inverse = torch.unique(all_ids, return_inverse=True)
-        classes = int(inverse.max()) + 1
-        sums = columns.new_zeros((classes, columns.shape[1])).index_add_(0, inverse, columns)
-        counts = torch.bincount(inverse, minlength=classes).to(columns.dtype)
-        mine = inverse[row_offset : row_offset + rows]
-        target = sums[mine] / counts[mine, None]
-    if label_smoothing:
-        target = (1 - label_smoothing) * target + label_smoothing * columns.mean(dim=0)
-    return target
-
-
-def _tiled_clip_loss(
-    row_image: torch.Tensor,
-    row_text: torch.Tensor,
-    all_image: torch.Tensor,
-    all_text: torch.Tensor,
-    scale: torch.Tensor,
-    bias: torch.Tensor | None,
-    row_ids: torch.Tensor | None,
-    all_ids: torch.Tensor | None,
-    row_offset: int,
-    local_loss: bool,
-    weight: float,
-    label_smoothing: float,
-    chunk_size: int,
-    backend: Backend,
-) -> torch.Tensor:
-    # CE of a row = logsumexp(row) - sum_j y_ij z_ij; the first term is tiled, the second
-    # is linear in the logits and costs O(M D).
-    if local_loss and row_image.shape[0] != all_image.shape[0]:
-        lse = tiled_logsumexp(
-            row_image, all_text, scale, bias, row_weight=weight, chunk_size=chunk_size,
-            backend=backend,
-        ) + tiled_logsumexp(
-            row_text, all_image, scale, bias, row_weight=weight, chunk_size=chunk_size,
-            backend=backend,
-        )  # fmt: skip
-    else:
-        # Every row is local (no process group, or local_loss=False): one pass gives both
-        # directions, since the column log-sum-exps of image @ text.T are the
-        # text-to-image rows.
-        lse = tiled_logsumexp(
-            all_image, all_text, scale, bias, row_weight=weight, col_weight=weight,
-            chunk_size=chunk_size, backend=backend,
-        )  # fmt: skip
-    rows = row_image.shape[0]
-    acc = lse.dtype
-    text_target = _positive_targets(rows, row_offset, all_text, row_ids, all_ids, label_smoothing)
-    image_target = _positive_targets(rows, row_offset, all_image, row_ids, all_ids, label_smoothing)
-    positive = (row_image.to(acc) * text_target.to(acc)).sum() + (
-        row_text.to(acc) * image_target.to(acc)
-    ).sum()
-    positive = scale.to(acc) * positive
-    if bias is not None:
-        positive = positive + 2 * rows * bias.to(acc)
-    return (lse - weight * positive) / 2
+    """`clip_loss` on checked arguments (``scale`` and ``bias`` already tensors)."""
+    (image, text), batch = gather_views(
+        [image_features, text_features], scale, bias, sample_ids, local_loss=local_loss,
+        gather_with_grad=gather_with_grad, group=group,
+    )  # fmt: skip
+    out = pair_loss(
+        image, text, batch, label_smoothing=label_smoothing, return_details=return_details,
+        chunk_size=chunk_size, backend=backend,
+    )  # fmt: skip
+    return ClipLossOutput(*out) if isinstance(out, PairDetails) else out
 
 
 class ClipLoss(nn.Module):
@@ -467,8 +256,8 @@ class ClipLoss(nn.Module):
             init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
         )
         self.label_smoothing = label_smoothing
-        self.local_loss = _check_flag("local_loss", local_loss)
-        self.gather_with_grad = _check_flag("gather_with_grad", gather_with_grad)
+        self.local_loss = check_bool("local_loss", local_loss)
+        self.gather_with_grad = check_bool("gather_with_grad", gather_with_grad)
         self.group = group
 
     def forward(

@@ -20,7 +20,7 @@ from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair
-from vlp.losses.clip import _Batch, _check_options, _gather_views, _pair_loss, _View
+from vlp.losses._infonce import InfoNCEBatch, View, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["COSMOSLoss", "COSMOSLossOutput", "cosmos_distillation_loss", "multiview_clip_loss"]
 
@@ -56,7 +56,7 @@ def _gather_groups(
     group: ProcessGroup | None,
     chunk_size: int | None,
     backend: Backend,
-) -> tuple[list[list[_View]], _Batch]:
+) -> tuple[list[list[View]], InfoNCEBatch]:
     """Check every view, then normalise and gather each distinct tensor once.
 
     A tensor that appears in several lists (or twice in one) is gathered once: under a
@@ -73,11 +73,11 @@ def _gather_groups(
                 check_pair(first, view)
                 index[id(view)] = len(distinct)
                 distinct.append(view)
-    scale, _ = _check_options(
+    scale, _ = check_infonce_options(
         first, logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
         chunk_size, backend,
     )  # fmt: skip
-    gathered, batch = _gather_views(
+    gathered, batch = gather_views(
         distinct, scale, None, None, local_loss=local_loss, gather_with_grad=gather_with_grad,
         group=group,
     )  # fmt: skip
@@ -85,9 +85,9 @@ def _gather_groups(
 
 
 def _mean_over_pairs(
-    views_a: list[_View],
-    views_b: list[_View],
-    batch: _Batch,
+    views_a: list[View],
+    views_b: list[View],
+    batch: InfoNCEBatch,
     *,
     label_smoothing: float,
     chunk_size: int | None,
@@ -97,7 +97,7 @@ def _mean_over_pairs(
     total: torch.Tensor | None = None
     for x in views_a:
         for y in views_b:
-            pair = _pair_loss(
+            pair = pair_loss(
                 x, y, batch, label_smoothing=label_smoothing, return_details=False,
                 chunk_size=chunk_size, backend=backend,
             )  # fmt: skip

@@ -19,17 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp._checks import check_finite, check_floating, check_matrix, check_same_device, check_tensor
-from vlp.distributed import (
-    ProcessGroup,
-    all_gather_no_grad,
-    all_gather_sizes,
-    average_gradient,
-    get_rank,
-    get_world_size,
-)
+from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.heads.memory_bank import TeacherMemoryBank
 from vlp.losses._contrastive import as_scalar, logits_dtype
+from vlp.losses._gather import start_gather
 from vlp.losses.clip import clip_loss
 
 __all__ = [
@@ -188,15 +182,12 @@ def contrastive_distillation_loss(
     text = F.normalize(student_text, dim=-1)
     targets = F.normalize(teacher, dim=-1)
     rows = image.shape[0]
-    world = get_world_size(group)
-    if gather_teacher and world > 1:
-        sizes = all_gather_sizes(targets, group)
-        offset = sum(sizes[: get_rank(group)])
-        gathered = all_gather_no_grad(targets, group, sizes=sizes)
-        # Keep this rank's own rows (and their autograd history, if any) in place.
-        targets = torch.cat([gathered[:offset], targets, gathered[offset + rows :]])
-        weight = world / sum(sizes)
-        scale = average_gradient(scale, group)
+    if gather_teacher:
+        gather = start_gather(targets, group)
+        # Other ranks' targets are constants; this rank's keep their autograd history.
+        targets = gather.everyone(targets, with_grad=False, keep_local=True)
+        offset, weight = gather.offset, gather.world / gather.total
+        scale = gather.shared(scale)
     else:
         offset, weight = 0, 1.0 / rows
     columns = targets if negatives is None else torch.cat([targets, negatives])

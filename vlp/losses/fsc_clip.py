@@ -12,13 +12,19 @@ from typing import Literal, NamedTuple, overload
 import torch
 from torch import nn
 
-from vlp._checks import check_shape
+from vlp._checks import check_bool
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
+from vlp.losses._contrastive import as_scalar
 from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
-from vlp.losses.clip import clip_loss
-from vlp.losses.hard_negative import hard_negative_loss
-from vlp.losses.local_hard_negative import SimilarityNormalizer, local_hard_negative_loss
+from vlp.losses.clip import _clip_loss
+from vlp.losses.hard_negative import _hard_negative_loss, check_hard_negative_inputs
+from vlp.losses.local_hard_negative import (
+    SimilarityNormalizer,
+    _local_hard_negative_loss,
+    check_local_tokens,
+    check_normalizer,
+)
 from vlp.losses.scr import MissingNegatives
 
 __all__ = ["FSCCLIPLoss", "FSCCLIPLossOutput", "fsc_clip_loss"]
@@ -176,30 +182,21 @@ def fsc_clip_loss(
             and a token argument is missing.
         TypeError: as the three losses.
     """
+    # Every argument is checked once here; the three terms run on the checked tensors.
+    image, text, negative, mask = check_hard_negative_inputs(
+        image_features, text_features, negative_features, negative_mask
+    )
+    scale = as_scalar("logit_scale", logit_scale, image, positive=True)
     lambda_global = _check_weight("lambda_global", lambda_global)
     lambda_local = _check_weight("lambda_local", lambda_local)
     gamma = check_gamma(gamma)
     label_smoothing = check_smoothing(label_smoothing)
+    check_normalizer(normalizer)
+    check_bool("sparsify", sparsify)
     missing = check_missing(missing)
-    clip = clip_loss(
-        image_features,
-        text_features,
-        logit_scale,
-        local_loss=local_loss,
-        gather_with_grad=gather_with_grad,
-        group=group,
-    )
-    global_negative = hard_negative_loss(
-        image_features,
-        text_features,
-        negative_features,
-        negative_mask,
-        logit_scale,
-        gamma=gamma,
-        label_smoothing=label_smoothing,
-        missing=missing,
-    )
-    total = clip + lambda_global * global_negative
+    check_bool("local_loss", local_loss)
+    check_bool("gather_with_grad", gather_with_grad)
+    check_bool("return_details", return_details)
     if lambda_local > 0:
         tokens = {
             "image_tokens": image_tokens,
@@ -214,24 +211,25 @@ def fsc_clip_loss(
                 f"lambda_local = {lambda_local} > 0 needs the token arguments; missing: "
                 f"{', '.join(absent)} (pass them, or lambda_local=0 for the global loss only)"
             )
-        assert image_tokens is not None and text_tokens is not None and text_mask is not None
-        assert negative_tokens is not None and negative_token_mask is not None
-        # The local loss takes its batch from image_tokens; tie it to the pooled features
-        # (checked above) so that a mismatch names the tokens, not the negative mask.
-        check_shape("image_tokens", image_tokens, (image_features.shape[0], "P", "D"))
-        local_negative = local_hard_negative_loss(
-            image_tokens,
-            text_tokens,
-            text_mask,
-            negative_tokens,
-            negative_token_mask,
-            negative_mask,
-            logit_scale,
-            normalizer=normalizer,
-            sparsify=sparsify,
-            gamma=gamma,
-            label_smoothing=label_smoothing,
-            missing=missing,
+        # Tied to the pooled features, so that a mismatch names the tokens, not the mask.
+        token_args = check_local_tokens(
+            image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask,
+            batch=image.shape[0], negatives=negative.shape[1],
+        )  # fmt: skip
+
+    clip = _clip_loss(
+        image, text, scale, None, None, label_smoothing=0.0, local_loss=local_loss,
+        gather_with_grad=gather_with_grad, group=group, return_details=False, chunk_size=None,
+        backend="auto",
+    )  # fmt: skip
+    assert isinstance(clip, torch.Tensor)
+    global_negative = _hard_negative_loss(
+        image, text, negative, mask, scale, gamma, label_smoothing, missing
+    )
+    total = clip + lambda_global * global_negative
+    if lambda_local > 0:
+        local_negative = _local_hard_negative_loss(
+            *token_args, mask, scale, normalizer, sparsify, gamma, label_smoothing, missing
         )
         total = total + lambda_local * local_negative
     else:

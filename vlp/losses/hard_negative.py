@@ -88,24 +88,49 @@ def hard_negative_loss(
             (checked on CPU tensors), a non-positive ``logit_scale`` or bad options.
         TypeError: on non-floating features, differing dtypes or a non-bool mask.
     """
-    image_features = check_features("image_features", image_features, ("B", "D"))
-    batch, dim = image_features.shape
-    text_features = check_features("text_features", text_features, (batch, dim))
-    negative_features = check_features("negative_features", negative_features, (batch, "N", dim))
-    check_same_dtype_device(
-        ("image_features", image_features),
-        ("text_features", text_features),
-        ("negative_features", negative_features),
-    )
-    mask = check_negative_mask(
-        negative_mask, batch, negative_features.shape[1], image_features.device
+    image_features, text_features, negative_features, mask = check_hard_negative_inputs(
+        image_features, text_features, negative_features, negative_mask
     )
     scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
     gamma = check_gamma(gamma)
     eps = check_smoothing(label_smoothing)
     missing = check_missing(missing)
+    return _hard_negative_loss(
+        image_features, text_features, negative_features, mask, scale, gamma, eps, missing
+    )
+
+
+def check_hard_negative_inputs(
+    image_features: object,
+    text_features: object,
+    negative_features: object,
+    negative_mask: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check ``(B, D)``, ``(B, D)``, ``(B, N, D)`` features and a ``(B, N)`` bool mask."""
+    image = check_features("image_features", image_features, ("B", "D"))
+    batch, dim = image.shape
+    text = check_features("text_features", text_features, (batch, dim))
+    negative = check_features("negative_features", negative_features, (batch, "N", dim))
+    check_same_dtype_device(
+        ("image_features", image), ("text_features", text), ("negative_features", negative)
+    )
+    mask = check_negative_mask(negative_mask, batch, negative.shape[1], image.device)
+    return image, text, negative, mask
+
+
+def _hard_negative_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    negative_features: torch.Tensor,
+    mask: torch.Tensor,
+    scale: torch.Tensor,
+    gamma: float,
+    eps: float,
+    missing: MissingNegatives,
+) -> torch.Tensor:
+    """`hard_negative_loss` on checked arguments (``scale`` a tensor)."""
     logits = _hard_negative_logits(image_features, text_features, negative_features, scale)
     # A missing negative scores exactly 0 (the release's zero-filled feature), without gradient.
-    columns = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
+    columns = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
     logits = torch.where(columns, logits, torch.zeros_like(logits))
     return _scr(logits, mask, gamma, eps, missing)

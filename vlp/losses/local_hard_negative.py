@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_bool_mask, check_tensor
+from vlp._checks import check_bool, check_bool_mask, check_tensor
 from vlp.losses._contrastive import as_scalar, logits_dtype
 from vlp.losses._hard_negative import (
     check_features,
@@ -172,37 +172,82 @@ def local_hard_negative_loss(
             options.
         TypeError: on non-floating tokens, differing dtypes or non-bool masks.
     """
-    image_tokens = check_features("image_tokens", image_tokens, ("B", "P", "D"))
-    batch, _, dim = image_tokens.shape
-    text_tokens = check_features("text_tokens", text_tokens, (batch, "T", dim))
-    length = text_tokens.shape[1]
-    negative_tokens = check_features("negative_tokens", negative_tokens, (batch, "N", length, dim))
-    negatives = negative_tokens.shape[1]
-    check_same_dtype_device(
-        ("image_tokens", image_tokens),
-        ("text_tokens", text_tokens),
-        ("negative_tokens", negative_tokens),
+    image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask = check_local_tokens(
+        image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask
     )
-    device = image_tokens.device
+    batch, negatives = negative_tokens.shape[:2]
+    mask = check_negative_mask(negative_mask, batch, negatives, image_tokens.device)
+    scale = as_scalar("logit_scale", logit_scale, image_tokens, positive=True)
+    check_normalizer(normalizer)
+    check_bool("sparsify", sparsify)
+    gamma = check_gamma(gamma)
+    eps = check_smoothing(label_smoothing)
+    missing = check_missing(missing)
+    return _local_hard_negative_loss(
+        image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask, mask, scale,
+        normalizer, sparsify, gamma, eps, missing,
+    )  # fmt: skip
+
+
+def check_normalizer(normalizer: object) -> None:
+    """``normalizer`` is ``"minmax"`` or ``"softmax"``."""
+    if normalizer not in ("minmax", "softmax"):
+        raise ValueError(f"normalizer must be 'minmax' or 'softmax', got {normalizer!r}")
+
+
+def check_local_tokens(
+    image_tokens: object,
+    text_tokens: object,
+    text_mask: object,
+    negative_tokens: object,
+    negative_token_mask: object,
+    *,
+    batch: int | None = None,
+    negatives: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the five token arguments of the local loss (``batch``/``negatives`` if known)."""
+    image = check_features("image_tokens", image_tokens, (batch or "B", "P", "D"))
+    batch, _, dim = image.shape
+    text = check_features("text_tokens", text_tokens, (batch, "T", dim))
+    length = text.shape[1]
+    negative = check_features(
+        "negative_tokens", negative_tokens, (batch, negatives or "N", length, dim)
+    )
+    negatives = negative.shape[1]
+    check_same_dtype_device(
+        ("image_tokens", image), ("text_tokens", text), ("negative_tokens", negative)
+    )
+    device = image.device
     check_bool_mask("text_mask", check_tensor("text_mask", text_mask), (batch, length))
     check_bool_mask(
         "negative_token_mask",
         check_tensor("negative_token_mask", negative_token_mask),
         (batch, negatives, length),
     )
+    assert isinstance(text_mask, torch.Tensor) and isinstance(negative_token_mask, torch.Tensor)
     for name, value in (("text_mask", text_mask), ("negative_token_mask", negative_token_mask)):
         if value.device != device:
             raise ValueError(f"{name} must be on the tokens' device {device}, got {value.device}")
-    mask = check_negative_mask(negative_mask, batch, negatives, device)
-    scale = as_scalar("logit_scale", logit_scale, image_tokens, positive=True)
-    if normalizer not in ("minmax", "softmax"):
-        raise ValueError(f"normalizer must be 'minmax' or 'softmax', got {normalizer!r}")
-    if not isinstance(sparsify, bool):
-        raise TypeError(f"sparsify must be a bool, got {type(sparsify).__name__}")
-    gamma = check_gamma(gamma)
-    eps = check_smoothing(label_smoothing)
-    missing = check_missing(missing)
+    return image, text, text_mask, negative, negative_token_mask
 
+
+def _local_hard_negative_loss(
+    image_tokens: torch.Tensor,
+    text_tokens: torch.Tensor,
+    text_mask: torch.Tensor,
+    negative_tokens: torch.Tensor,
+    negative_token_mask: torch.Tensor,
+    mask: torch.Tensor,
+    scale: torch.Tensor,
+    normalizer: SimilarityNormalizer,
+    sparsify: bool,
+    gamma: float,
+    eps: float,
+    missing: MissingNegatives,
+) -> torch.Tensor:
+    """`local_hard_negative_loss` on checked arguments (``scale`` a tensor)."""
+    batch, negatives = mask.shape
+    device = image_tokens.device
     # Only existing negatives are scored (as the release's compact list); each knows its image.
     owner, slot = mask.nonzero(as_tuple=True)
     rows = torch.cat([text_tokens, negative_tokens[owner, slot]])

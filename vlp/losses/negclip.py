@@ -10,16 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlp.distributed import (
-    ProcessGroup,
-    all_gather_no_grad,
-    all_gather_sizes,
-    all_gather_with_grad,
-    average_gradient,
-    get_rank,
-    get_world_size,
-)
+from vlp._checks import check_bool
+from vlp.distributed import ProcessGroup
 from vlp.losses._contrastive import as_scalar, logits_dtype
+from vlp.losses._gather import start_gather
 from vlp.losses._hard_negative import (
     check_features,
     check_missing,
@@ -101,9 +95,8 @@ def negclip_loss(
     )
     scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
     missing = check_missing(missing)
-    for name, flag in (("local_loss", local_loss), ("gather_with_grad", gather_with_grad)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    check_bool("local_loss", local_loss)
+    check_bool("gather_with_grad", gather_with_grad)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
@@ -111,29 +104,14 @@ def negclip_loss(
     if mask is not None:
         # Zero-filled like the release: a missing negative scores exactly 0, without gradient.
         negative = torch.where(mask[..., None], negative, torch.zeros_like(negative))
-    world = get_world_size(group)
-    if world > 1:
-        sizes = all_gather_sizes(image, group)
-        offset = sum(sizes[: get_rank(group)])
-        gather = all_gather_with_grad if gather_with_grad else all_gather_no_grad
-        all_image, all_text, all_negative = (
-            gather(t, group, sizes=sizes) for t in (image, text, negative)
-        )
-        if not gather_with_grad and not local_loss:
-            stop = offset + batch
-            all_image, all_text, all_negative = (
-                torch.cat([full[:offset], mine, full[stop:]])
-                for full, mine in ((all_image, image), (all_text, text), (all_negative, negative))
-            )
-        all_mask = (
-            None
-            if mask is None
-            else all_gather_no_grad(mask.to(torch.uint8), group, sizes=sizes).bool()
-        )
-        scale = average_gradient(scale, group)
-    else:
-        offset, all_image, all_text, all_negative, all_mask = 0, image, text, negative, mask
-    total = all_image.shape[0]
+    gather = start_gather(image, group)
+    all_image, all_text, all_negative = (
+        gather.everyone(t, with_grad=gather_with_grad, keep_local=not local_loss)
+        for t in (image, text, negative)
+    )
+    all_mask = None if mask is None else gather.everyone(mask, with_grad=False)
+    scale = gather.shared(scale)
+    offset, world, total = gather.offset, gather.world, all_image.shape[0]
 
     if local_loss:
         row_image, row_text, row_offset, weight = image, text, offset, world / total

@@ -10,19 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp.distributed import (
-    ProcessGroup,
-    all_gather_no_grad,
-    all_gather_sizes,
-    all_gather_with_grad,
-    average_gradient,
-    get_rank,
-    get_world_size,
-)
+from vlp._checks import check_bool
+from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_sigmoid_loss
 from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
+from vlp.losses._gather import start_gather
+from vlp.losses._infonce import check_backend, check_chunk_size
 
 __all__ = ["SigLipLoss", "siglip_loss"]
 
@@ -54,6 +49,8 @@ def siglip_loss(
     *,
     chunk_size: int | None = None,
     sample_ids: torch.Tensor | None = None,
+    local_loss: bool = True,
+    gather_with_grad: bool = True,
     group: ProcessGroup | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
@@ -89,7 +86,15 @@ def siglip_loss(
     ``logit_bias`` are averaged over the group in the backward, so they are right
     whether or not they are DDP parameters. (open_clip exchanges text blocks round a
     ring instead of gathering them; the result is the same, the gather needs
-    ``O(M D)`` memory per rank.)
+    ``O(M D)`` memory per rank.) Other settings, as in [`clip_loss`][vlp.losses.clip.clip_loss]:
+
+    - ``local_loss=False``: the images are gathered too and every rank computes the whole
+      ``M x M`` loss (value = global loss on every rank, same gradients, ``W`` times the
+      compute).
+    - ``gather_with_grad=False``: other ranks' features carry no gradient; this rank's own
+      rows are put back into their slot with theirs. With ``local_loss=False`` the gradient
+      after DDP averaging is the global one divided by ``W``; with ``local_loss=True`` the
+      terms of other ranks' images drop out of the text gradients.
 
     Args:
         image_features: ``(N, D)`` floating, this rank's image embeddings.
@@ -100,6 +105,8 @@ def siglip_loss(
             logit matrix with plain autograd.
         sample_ids: optional ``(N,)`` integer tensor; equal ids are positives. Ids are
             compared across ranks, so make them globally unique per sample.
+        local_loss: compute only this rank's image rows (see above).
+        gather_with_grad: gather other ranks' features with gradient (see above).
         group: process group; ``None`` means the default group if one is initialised.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the chunked path (see
             [`vlp.kernels`][vlp.kernels]); ``"triton"`` selects it even without
@@ -118,27 +125,27 @@ def siglip_loss(
     check_pair(image_features, text_features)
     scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
     bias = as_scalar("logit_bias", logit_bias, image_features, positive=False)
-    if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TypeError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_chunk_size(chunk_size)
+    check_backend(backend)
+    check_bool("local_loss", local_loss)
+    check_bool("gather_with_grad", gather_with_grad)
     if sample_ids is not None:
         check_sample_ids(sample_ids, image_features.shape[0], image_features)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
-    world = get_world_size(group)
-    if world > 1:
-        sizes = all_gather_sizes(text, group)
-        offset = sum(sizes[: get_rank(group)])
-        all_text = all_gather_with_grad(text, group, sizes=sizes)
-        all_ids = None if sample_ids is None else all_gather_no_grad(sample_ids, group, sizes=sizes)
-        scale = average_gradient(scale, group)
-        bias = average_gradient(bias, group)
+    gather = start_gather(text, group)
+    # Without gathered gradients this rank's own rows keep theirs (in their slot): the
+    # texts are columns only, so they would otherwise get no gradient at all.
+    all_text = gather.everyone(text, with_grad=gather_with_grad, keep_local=True)
+    if not local_loss:
+        image = gather.everyone(image, with_grad=gather_with_grad, keep_local=True)
+    all_ids = None if sample_ids is None else gather.everyone(sample_ids, with_grad=False)
+    scale, bias = gather.shared(scale), gather.shared(bias)
+    if local_loss:
+        offset, weight = gather.offset, gather.world / all_text.shape[0]
     else:
-        offset, all_text, all_ids = 0, text, sample_ids
-    weight = world / all_text.shape[0]
+        offset, weight, sample_ids = 0, 1.0 / all_text.shape[0], all_ids
 
     if chunk_size is None and backend != "triton":
         dtype = logits_dtype(image.dtype)
