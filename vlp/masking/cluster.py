@@ -15,12 +15,18 @@ patch with the anchors): the mask at ``tau`` is ``scores > tau``, and
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from vlp._checks import check_bool_mask, check_floating, check_probability, check_shape
+from vlp._checks import (
+    check_bool_mask,
+    check_floating,
+    check_positive,
+    check_probability,
+    check_shape,
+)
 from vlp.kernels._dispatch import Backend
 from vlp.kernels.cluster_scores import cluster_scores
 from vlp.masking.cluster_embed import embedding_rgb_scores, embedding_weight
@@ -143,7 +149,8 @@ def cluster_mask(
 
     ``masked[b, j] = max_k corr(patch[b, anchor_k], patch[b, j]) > threshold``. Anchors
     mask themselves for ``threshold < 1``; flat patches (pixel std ``<= eps``) are never
-    masked. ``threshold >= 1`` masks nothing.
+    masked. ``threshold >= 1`` masks nothing. A patch holding NaN or inf pixels counts
+    as flat (see :func:`vlp.masking.patch_features`): score ``-inf``, never masked.
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024, Sec. 3.1.
@@ -178,6 +185,15 @@ def _check_threshold(threshold: float | torch.Tensor) -> float | torch.Tensor:
     if isinstance(threshold, torch.Tensor):
         if threshold.numel() != 1:
             raise ValueError(f"threshold must be a scalar, got shape {tuple(threshold.shape)}")
+        if threshold.is_complex():
+            raise TypeError(f"threshold must be a real scalar, got dtype {threshold.dtype}")
+        # Read the value on the CPU only (on a GPU it would synchronise), eagerly.
+        if (
+            threshold.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and bool(torch.isnan(threshold))
+        ):
+            raise ValueError("threshold must not be NaN, got a NaN tensor")
         return threshold.reshape(())
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a float or a scalar tensor, got {type(threshold)}")
@@ -252,7 +268,9 @@ def realised_ratio(
     """The per-image mask ratio :func:`select_kept_tokens` reports at ``threshold``.
 
     ``1 - min(visible_b, max_kept(L, min_ratio)) / L`` with ``visible_b`` the patches
-    scoring ``<= threshold``; the same in both ``length`` modes, and no random draw.
+    :func:`cluster_mask` leaves visible (``not scores > threshold``: a NaN score counts as
+    visible, like the ``-inf`` of a flat patch); the same in both ``length`` modes, and no
+    random draw.
 
     Args:
         scores: ``(B, L)`` floating scores from :func:`cluster_scores`.
@@ -265,7 +283,7 @@ def realised_ratio(
     check_shape("scores", scores, ("B", "L"))
     check_floating("scores", scores)
     cap = max_kept(scores.shape[1], min_ratio)
-    visible = (scores <= _check_threshold(threshold)).sum(dim=1).clamp(max=cap)
+    visible = (~(scores > _check_threshold(threshold))).sum(dim=1).clamp(max=cap)
     return 1.0 - visible.to(torch.float32) / scores.shape[1]
 
 
@@ -289,7 +307,10 @@ def calibrate_threshold(
     binary search over them (``ceil(log2(B * L + 2))`` vectorised steps, on the scores'
     device, no host sync) returns the best one. The result is exact for this batch: no
     ``tau`` gets closer. Calibrate once on a batch and keep ``tau`` fixed, as the paper
-    intends.
+    intends. A NaN score counts as ``-inf`` (a flat patch: never masked), as in
+    :func:`cluster_mask` and :func:`realised_ratio`. When flat patches make the target
+    unreachable the result is ``tau = -1`` (mask every other patch); :class:`ClusterMasking`
+    refuses to keep such a threshold.
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024 (threshold set for a target average mask ratio).
@@ -319,6 +340,7 @@ def calibrate_threshold(
             f"set by min_ratio={min_ratio}), got {target_ratio}"
         )
     s = scores.detach().to(torch.float32)
+    s = torch.where(torch.isnan(s), torch.full((), float("-inf"), device=s.device), s)
     values = s.flatten().clamp(-1.0, 1.0).sort().values
     # torch.full, not torch.tensor([...], device=...): a tensor built from host data on
     # CUDA is a synchronising copy.
@@ -364,6 +386,16 @@ class ClusterMasking(nn.Module):
     (:func:`calibrate_threshold`) to ``target_ratio`` and it stays fixed (a buffer, saved
     in the state dict); ``calibrate="every_batch"`` recalibrates on every batch instead.
     The realised ratios of the last call are in :attr:`last_ratio`.
+
+    A calibration batch that cannot reach ``target_ratio`` because too many of its patches
+    are flat or non-finite (an all-zero or NaN batch) would give ``tau = -1``, which masks
+    every later image completely: the first call then raises ``ValueError`` and the
+    threshold stays uncalibrated (the next call tries again). ``calibrate="every_batch"``
+    uses such a ``tau`` for that batch only.
+
+    ``state_dict()`` holds the threshold and the generator's state (when a ``generator``
+    is given), so a resumed run draws the same masks as an uninterrupted one; a
+    ``load_state_dict`` that fails leaves the module unchanged.
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024 (defaults: 3% anchors, target ratio 0.5, floor 0.3).
@@ -428,6 +460,11 @@ class ClusterMasking(nn.Module):
             raise ValueError(f"calibrate must be 'once' or 'every_batch', got {calibrate!r}")
         if length not in ("static", "batch_max"):
             raise ValueError(f"length must be 'static' or 'batch_max', got {length!r}")
+        check_positive("eps", eps)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         self.anchor_fraction = anchor_fraction
         self.target_ratio = target_ratio
         self.min_ratio = min_ratio
@@ -450,9 +487,103 @@ class ClusterMasking(nn.Module):
             # One host sync, on the first call only (a loaded state dict may hold tau).
             if bool(torch.isnan(self.threshold)):
                 tau = calibrate_threshold(scores, self.target_ratio, min_ratio=self.min_ratio)
+                self._check_calibration(scores, tau)
                 self.threshold.copy_(tau.threshold)
             self._calibrated = True
         return self.threshold
+
+    def _check_calibration(self, scores: torch.Tensor, tau: Calibration) -> None:
+        """Refuse to keep ``tau = -1`` (every non-flat patch masked, forever)."""
+        if self.target_ratio >= 1.0 or float(tau.threshold) > -1.0:
+            return
+        invalid = float((~torch.isfinite(scores)).float().mean())
+        raise ValueError(
+            f"ClusterMasking cannot calibrate its threshold on this batch: {invalid:.0%} of "
+            f"its patches are flat or hold NaN/inf pixels (such patches are never masked), "
+            f"so only tau = -1 comes near target_ratio={self.target_ratio} (mean ratio "
+            f"{float(tau.mean_ratio):.3f}), and a stored tau = -1 would mask every later "
+            "image completely. Call it first on a batch of real images (the threshold stays "
+            "uncalibrated until a call succeeds), or pass a fixed threshold (the released "
+            "code runs threshold=0.5)."
+        )
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The generator state (``None`` without a generator) and the epoch, for ``state_dict``."""
+        state = None if self.generator is None else self.generator.get_state()
+        return {"generator_state": state, "epoch": self.epoch}
+
+    def set_extra_state(self, state: object) -> None:
+        """Restore the generator's state and the epoch saved by :meth:`get_extra_state`."""
+        gen_state = self._check_extra_state(state)
+        if gen_state is not None and self.generator is not None:
+            self.generator.set_state(gen_state)
+        assert isinstance(state, dict)
+        if "epoch" in state:
+            self.epoch = float(state["epoch"])
+
+    def _check_extra_state(self, state: object) -> torch.Tensor | None:
+        if not isinstance(state, dict) or "generator_state" not in state:
+            raise ValueError(
+                "ClusterMasking extra state must be a dict with a 'generator_state' entry, "
+                f"got {state!r:.80}"
+            )
+        if "epoch" in state:
+            epoch = state["epoch"]
+            if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+                raise TypeError(f"ClusterMasking epoch must be a float, got {epoch!r:.40}")
+            embedding_weight(epoch, self.embed_ramp_epochs)  # validates it
+        gen_state = state["generator_state"]
+        if gen_state is None:
+            return None
+        if not isinstance(gen_state, torch.Tensor) or gen_state.dtype != torch.uint8:
+            raise TypeError(
+                "ClusterMasking generator_state must be a torch.uint8 tensor, got "
+                f"{type(gen_state).__name__}"
+            )
+        if self.generator is not None:
+            # Validate on a scratch generator first, so that a bad state changes nothing.
+            probe = torch.Generator(device=self.generator.device)
+            try:
+                probe.set_state(gen_state)
+            except RuntimeError as err:
+                raise ValueError(f"ClusterMasking generator_state is invalid: {err}") from err
+        return gen_state
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # All or nothing: check the threshold and the extra state before copying either.
+        key = prefix + "threshold"
+        if key in state_dict:
+            value = state_dict[key]
+            if not isinstance(value, torch.Tensor) or value.shape != self.threshold.shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                error_msgs.append(f"{key} must be a 0-d tensor, got {shape}")
+                return
+            if self.fixed and bool(torch.isnan(value)):
+                error_msgs.append(f"{key} is NaN but this ClusterMasking has a fixed threshold")
+                return
+        extra = prefix + "_extra_state"
+        if extra in state_dict:
+            try:
+                self._check_extra_state(state_dict[extra])
+            except (TypeError, ValueError) as err:
+                error_msgs.append(str(err))
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if self.generator is None and extra in missing_keys:
+            missing_keys.remove(extra)  # nothing to restore: older state dicts load
+        # A loaded NaN means "not calibrated yet"; anything else is kept as is.
+        self._calibrated = self.fixed
 
     @property
     def needs_embeddings(self) -> bool:

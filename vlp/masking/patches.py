@@ -39,10 +39,14 @@ def grid_size(image_size: tuple[int, int], patch_size: int | tuple[int, int]) ->
         ValueError: when a side is not a multiple of the patch side.
     """
     ph, pw = _pair("patch_size", patch_size)
+    if not isinstance(image_size, (tuple, list, torch.Size)) or len(image_size) != 2:
+        raise TypeError(f"image_size must be a pair (H, W), got {image_size!r}")
     h, w = image_size
-    if h % ph or w % pw or h == 0 or w == 0:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise TypeError(f"image_size must be a pair of ints, got {image_size!r}")
+    if h <= 0 or w <= 0 or h % ph or w % pw:
         raise ValueError(
-            f"image size must be a non-zero multiple of patch_size {(ph, pw)}, got {(h, w)}"
+            f"image_size must be a positive multiple of patch_size {(ph, pw)}, got {(h, w)}"
         )
     return h // ph, w // pw
 
@@ -106,7 +110,9 @@ def patch_features(
     Pearson correlation of the two patches' pixels, invariant to any global affine map
     ``a * x + b`` with ``a > 0``. A patch whose values have standard deviation
     ``<= eps`` (a flat patch of one grey level) gets the zero vector and ``valid = False``:
-    it never joins or forms a cluster.
+    it never joins or forms a cluster. So does a patch holding a NaN or an infinite value
+    (or whose norm overflows): non-finite pixels never reach a feature, and the rule is
+    applied on the device, without a host sync (see ``docs/reliability.md``).
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024, Sec. 3.1 (per-patch normalisation, cosine similarity).
@@ -124,13 +130,19 @@ def patch_features(
     check_positive("eps", eps)
     x, norm, valid = _centred_patches(images, patch_size, eps)
     feats = x / torch.where(valid, norm, torch.ones_like(norm)).unsqueeze(-1)
-    return feats * valid.unsqueeze(-1), valid
+    # where, not a product: an invalid patch may hold NaN, and NaN * 0 is NaN.
+    return torch.where(valid.unsqueeze(-1), feats, torch.zeros((), dtype=feats.dtype)), valid
 
 
 def _centred_patches(
     images: torch.Tensor, patch_size: int | tuple[int, int], eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(B, L, P)`` centred patches (one copy of the image), their norms and validity."""
+    """``(B, L, P)`` centred patches (one copy of the image), their norms and validity.
+
+    A patch is valid when its norm is finite and above the flat threshold: NaN or inf
+    pixels (and overflowing norms) make the norm non-finite, so such a patch is invalid,
+    like a flat one.
+    """
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     x = patchify(images, patch_size).to(dtype)
     if x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
@@ -140,7 +152,7 @@ def _centred_patches(
     # is exactly zero rather than a constant of order 1e-7.
     x -= x.mean(dim=-1, keepdim=True)
     norm = torch.linalg.vector_norm(x, dim=-1)
-    return x, norm, norm > eps * math.sqrt(x.shape[-1])
+    return x, norm, torch.isfinite(norm) & (norm > eps * math.sqrt(x.shape[-1]))
 
 
 def _check_images(images: object) -> torch.Tensor:
