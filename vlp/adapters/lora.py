@@ -167,7 +167,10 @@ def apply_lora(
 
     Args:
         model: an ``open_clip.CLIP`` / ``CustomTextCLIP`` (or any module with these layers).
-        rank: ``r >= 1``.
+        rank: ``r >= 1``, at most the smaller dim of every adapted linear or attention
+            weight (a larger ``B A`` would have no more rank) and at most the larger
+            channel count of the convolution (beyond it ``A`` and ``B`` each outgrow the
+            weight; FSC-CLIP's rank 4 on the 3-channel patch embedding stays allowed).
         scaling: multiplier of ``B A`` (loralib's ``lora_alpha / r``).
         targets: which layers to adapt, a subset of ``("linear", "conv", "attention")``.
         attention_init: ``"zero"`` (default) or ``"reference"`` for the ``in_proj`` update.
@@ -179,8 +182,9 @@ def apply_lora(
 
     Raises:
         TypeError: on a wrong argument type.
-        ValueError: on a bad rank, target or init, a convolution that is not square or
-            grouped, an already adapted model, or when no layer matched.
+        ValueError: on a bad rank (below 1 or above the layers' bound), target or init, a
+            convolution that is not square or grouped, an already adapted model, or when
+            no layer matched.
     """
     rank, scaling = _check_rank_scaling(rank, scaling)
     chosen = _check_targets(targets)
@@ -193,13 +197,16 @@ def apply_lora(
     linears: list[nn.Linear] = []
     convs: list[nn.Conv2d] = []
     attentions: list[nn.MultiheadAttention] = []
+    widths: dict[str, int] = {}  # the smaller dim of each adapted weight
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             if "attention" in chosen and "resblocks" in name:
                 attentions.append(module)
+                widths[name] = min(module.embed_dim, module.kdim, module.vdim)
         elif isinstance(module, nn.Linear):
             if "linear" in chosen and "attn" not in name:
                 linears.append(module)
+                widths[name] = min(module.in_features, module.out_features)
         elif isinstance(module, nn.Conv2d) and "conv" in chosen:
             kernel = module.kernel_size
             if kernel[0] != kernel[1] or module.groups != 1:
@@ -208,8 +215,19 @@ def apply_lora(
                     f"{kernel} and groups={module.groups}"
                 )
             convs.append(module)
+            # FSC-CLIP's rank 4 on a 3-channel patch embedding already exceeds the
+            # update's full rank (min channels); bound it where A and B each outgrow W.
+            widths[name] = max(module.in_channels, module.out_channels)
     if not (linears or convs or attentions):
         raise ValueError(f"no layer of {type(model).__name__} matches targets {chosen}")
+    # B A of an (out, in) weight has rank <= min(out, in): a larger rank adds parameters
+    # (and memory: rank 10**6 on a 32-wide model is ~17 GB) but nothing it could learn.
+    narrowest = min(widths, key=lambda n: widths[n])
+    if rank > widths[narrowest]:
+        raise ValueError(
+            f"rank must be <= {widths[narrowest]}, the bound set by the narrowest adapted layer "
+            f"({narrowest or 'model'}; see apply_lora's rank), got {rank}"
+        )
 
     def new(a: tuple[int, int], b: tuple[int, int], like: torch.Tensor) -> LoRAUpdate:
         return LoRAUpdate(a, b, scaling, device=like.device, dtype=like.dtype)

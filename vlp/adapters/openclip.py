@@ -71,9 +71,17 @@ def _check_images(images: object, visual: Any) -> torch.Tensor:
     if images.shape[0] == 0:
         raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
     patch_h, patch_w = visual.patch_size
-    if images.shape[2] < patch_h or images.shape[3] < patch_w:
+    height, width = images.shape[2], images.shape[3]
+    if height < patch_h or width < patch_w:
         raise ValueError(
-            f"images must be at least one patch {(patch_h, patch_w)}, got {tuple(images.shape[2:])}"
+            f"images must be at least one patch {(patch_h, patch_w)}, got {(height, width)}"
+        )
+    if height % patch_h or width % patch_w:
+        # The patch conv would silently drop the last rows/cols (a 39 px image is encoded
+        # as 32 px at patch 16); vlp.masking rejects such sizes too.
+        raise ValueError(
+            f"images must have a height and width that are positive multiples of the "
+            f"patch size {(patch_h, patch_w)}, got {(height, width)}; resize or crop them first"
         )
     return images
 
@@ -100,13 +108,20 @@ def open_clip_pos_embed(
 
     Raises:
         TypeError: on a model without an open_clip ViT tower or a non-integer size.
-        ValueError: on a size smaller than one patch, or ``rule="reference"`` on a tower
-            with a non-square grid.
+        ValueError: on a size smaller than one patch or not a multiple of it, a grid more
+            than 16 times the tower's per side (see
+            :func:`~vlp.adapters.interpolate_pos_embed`), or ``rule="reference"`` on a
+            tower with a non-square grid.
     """
     visual = _vision_tower(model)
     pos: torch.Tensor = visual.positional_embedding
     size = _pair("image_size", image_size)
     patch_h, patch_w = visual.patch_size
+    if size[0] >= patch_h and size[1] >= patch_w and (size[0] % patch_h or size[1] % patch_w):
+        raise ValueError(
+            f"image_size must be a multiple of the patch size {(patch_h, patch_w)} (the "
+            f"adapters reject images that the patch conv would crop), got {size}"
+        )
     grid = (size[0] // patch_h, size[1] // patch_w)
     if grid == tuple(visual.grid_size):
         return pos

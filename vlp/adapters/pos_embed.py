@@ -22,6 +22,9 @@ __all__ = ["PosInterpolation", "interpolate_pos_embed"]
 #: ``"size"``: bicubic with ``size=g`` (exact grid alignment, non-square grids allowed).
 PosInterpolation = Literal["reference", "size"]
 
+#: The new patch grid may be at most this many times the old one per side.
+MAX_GRID_SCALE = 16
+
 
 def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else value
@@ -74,7 +77,8 @@ def interpolate_pos_embed(
         ``(P + g_h * g_w, C)`` tensor with ``pos_embed``'s dtype and device.
 
     Raises:
-        ValueError: on a bad shape, an image smaller than one patch, a grid that does not
+        ValueError: on a bad shape, an image smaller than one patch or whose grid side is
+            more than ``MAX_GRID_SCALE = 16`` times the old one, a grid that does not
             match ``N``, a non-square old grid under ``rule="reference"``, or an unknown rule.
         TypeError: on a non-floating ``pos_embed`` or non-integer sizes.
     """
@@ -111,6 +115,14 @@ def interpolate_pos_embed(
                 f"grid_size {old_grid} must have {num_patches} cells (pos_embed patch rows), "
                 f"got {old_grid[0] * old_grid[1]}"
             )
+    if max(new_grid) > MAX_GRID_SCALE * max(old_grid):
+        # A bicubic resample to a 6250 x 6250 grid (image_size=100_000) runs for minutes
+        # and allocates gigabytes for images nobody could encode.
+        raise ValueError(
+            f"image_size {(height, width)} gives a {new_grid} patch grid, more than "
+            f"{MAX_GRID_SCALE} times the old grid {old_grid} per side; got image_size "
+            f"{image_size!r}"
+        )
 
     if rule == "reference":
         if new_grid[0] * new_grid[1] == num_patches and height == width:

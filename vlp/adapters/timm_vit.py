@@ -42,6 +42,27 @@ def _check_images(images: object) -> torch.Tensor:
     return images
 
 
+def _check_image_size(vit: Any, images: torch.Tensor) -> None:
+    """Check the size rules of timm's patch embedding, which asserts (or crops) otherwise."""
+    embed = vit.patch_embed
+    size = (images.shape[2], images.shape[3])
+    patch = tuple(embed.patch_size)
+    img_size = getattr(embed, "img_size", None)
+    if img_size is not None and getattr(embed, "strict_img_size", False):
+        if size != tuple(img_size):
+            raise ValueError(
+                f"images must be {tuple(img_size)} for this model (built without "
+                f"dynamic_img_size=True), got {size}"
+            )
+    elif not getattr(embed, "dynamic_img_pad", False) and (
+        size[0] % patch[0] or size[1] % patch[1]
+    ):
+        raise ValueError(
+            f"images must have a height and width that are multiples of the patch size "
+            f"{patch}, got {size}"
+        )
+
+
 def _project_tokens(vit: Any, tokens: torch.Tensor, project: bool) -> torch.Tensor:
     if not project:
         return tokens
@@ -173,6 +194,7 @@ def _encode(
 ) -> DenseTokens:
     vit = _check_model(model)
     images = _check_images(images)
+    _check_image_size(vit, images)
     # patch embedding, prefix tokens and positions for all patches, by the model itself
     x = vit._pos_embed(vit.patch_embed(images))
     prefix = vit.num_prefix_tokens

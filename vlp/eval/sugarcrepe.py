@@ -44,12 +44,14 @@ def read_sugarcrepe_file(path: str | Path) -> list[SugarCrepeItem]:
         The items in file order.
 
     Raises:
-        ValueError: if the file is not valid JSON of that shape (naming the file and id).
+        ValueError: if the file is not UTF-8 JSON of that shape (naming the file and id).
         FileNotFoundError: if the file does not exist.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):

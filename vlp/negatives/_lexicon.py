@@ -422,5 +422,30 @@ def load_lexicon(path: str | Path) -> Lexicon:
 
     Returns:
         The compiled :class:`Lexicon`.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file, when it is not UTF-8 JSON, not an object, has a
+            top-level key the shipped lexicon does not have (a typo would otherwise drop a
+            section silently) or none of its sections, or a section of the wrong shape.
+        TypeError: naming the file, for a value of the wrong type.
     """
-    return Lexicon(json.loads(Path(path).read_text(encoding="utf-8")))
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of sections, got {type(data).__name__}")
+    known = set(_shipped_data())
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown lexicon section(s) {unknown}; known: {sorted(known)}")
+    if not set(data) - {"version"}:
+        raise ValueError(f"{path}: holds none of the lexicon's sections {sorted(known)}")
+    try:
+        return Lexicon(data)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{path}: {err}") from err
