@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import environment, peak_memory, write_rows
-from vlp.data.captions import describe_scene, short_caption
-from vlp.data.scene import SPLITS, sample_scene
+from vlp.data.shapes.captions import describe_scene, short_caption
+from vlp.data.shapes.scene import SPLITS, sample_scene
 from vlp.negatives import Lexicon, default_lexicon, hard_negatives, replace, shuffle, swap
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ API (all plain functions):
 - ``to_model_input(images_uint8, device) -> float tensor``: scale and normalise.
 - ``train_batches(data=None, *, batch_size, seed, ...)``: endless batches of the
   embedded data (``data=None``) or of WebDataset shards (``data=DIR``), split across
-  ``torchrun`` ranks. A batch is :func:`vlp.data.collate_shapes` output.
+  ``torchrun`` ranks. A batch is :func:`vlp.data.shapes.collate_shapes` output.
 - ``evaluate(model, tokenize, *, device, ...) -> dict[str, float]``: retrieval R@1/5/10
   in both directions, zero-shot shape and colour accuracy, compositional accuracy per
   hard-negative type, all computed with :mod:`vlp.eval`. ``encode_images`` /
@@ -48,14 +48,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vlp.data import (
+from vlp.data import shapes_from_shards
+from vlp.data.shapes import (
     COLOURS,
     NEGATIVE_TYPES,
     SHAPES,
     ShapesDataset,
     class_prompts,
     collate_shapes,
-    shapes_from_shards,
 )
 from vlp.distributed import get_rank, get_world_size
 from vlp.eval import (

@@ -49,9 +49,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
 import common
 
-from vlp.data import COLOURS, SHAPES, ShapesDataset, collate_shapes
-from vlp.heads import SSMKE, FrozenTeacher, LogitScale, TeacherMemoryBank, build_ssmke
+from vlp.data.shapes import COLOURS, SHAPES, ShapesDataset, collate_shapes
+from vlp.heads import FrozenTeacher, LogitScale, TeacherMemoryBank
 from vlp.losses import clip_loss, ssmke_loss
+from vlp.models import SSMKE, build_ssmke
 
 WIDTH, DEPTH, HEADS = 64, 4, 2
 PAIRS = [(c, s) for c in COLOURS for s in SHAPES]

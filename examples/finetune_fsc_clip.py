@@ -50,7 +50,7 @@ from vlp.adapters import (
     open_clip_image_tokens,
     open_clip_text_tokens,
 )
-from vlp.data import NEGATIVE_TYPES
+from vlp.data.shapes import NEGATIVE_TYPES
 from vlp.heads import LogitScale
 from vlp.losses import FSCCLIPLoss, clip_loss, negclip_loss
 

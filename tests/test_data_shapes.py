@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlp.data import (
+from vlp.data import shapes_from_shards, write_shards
+from vlp.data.shapes import (
     COLOURS,
     DEFAULT_HELD_OUT,
     NEGATIVE_TYPES,
@@ -25,16 +26,14 @@ from vlp.data import (
     class_prompts,
     collate_shapes,
     generate_sample,
-    hard_negatives,
     render_scene,
     sample_scene,
-    shapes_from_shards,
+    scene_negatives,
     short_caption,
-    write_shards,
 )
-from vlp.data.captions import relation_between
-from vlp.data.scene import COLOUR_RGB
-from vlp.data.shapes import main as shapes_main
+from vlp.data.shapes.captions import relation_between
+from vlp.data.shapes.dataset import main as shapes_main
+from vlp.data.shapes.scene import COLOUR_RGB
 
 
 def _row_scene() -> Scene:
@@ -169,14 +168,14 @@ def _phrase_diff(pos: Caption, neg: Caption) -> list[tuple[NounPhrase, NounPhras
     return [(a, b) for a, b in zip(pos.phrases, neg.phrases) if a != b]
 
 
-def test_hard_negatives_are_false_and_of_their_type() -> None:
+def test_scene_negatives_are_false_and_of_their_type() -> None:
     rng = random.Random(0)
     seen: dict[str, int] = dict.fromkeys(NEGATIVE_TYPES, 0)
     for _ in range(300):
         scene = sample_scene(rng, split="compositional")
         pos = short_caption(scene, rng, relational=True)
         assert caption_holds(pos, scene)
-        negs = hard_negatives(pos, scene, rng)
+        negs = scene_negatives(pos, scene, rng)
         for kind, neg in negs.items():
             seen[kind] += 1
             assert not caption_holds(neg, scene) and neg.text != pos.text
@@ -209,7 +208,7 @@ def test_attribute_swap_example() -> None:
     pos = Caption(
         "relation", (NounPhrase("circle", "red"), NounPhrase("square", "blue")), relation="left"
     )
-    negs = hard_negatives(pos, scene, random.Random(0))
+    negs = scene_negatives(pos, scene, random.Random(0))
     assert negs["attribute_swap"].text == "a blue circle to the left of a red square"
     assert negs["relation_swap"].text == "a red circle to the right of a blue square"
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import distill_unimodal as recipe  # noqa: E402
 
-from vlp.data import COLOURS, SHAPES  # noqa: E402
+from vlp.data.shapes import COLOURS, SHAPES  # noqa: E402
 
 
 def test_scene_labels() -> None:

@@ -64,7 +64,8 @@ def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
 
 
 def test_recipe_reads_webdataset_shards(tmp_path: Path) -> None:
-    from vlp.data import ShapesDataset, write_shards
+    from vlp.data import write_shards
+    from vlp.data.shapes import ShapesDataset
 
     ds = ShapesDataset(40, seed=9)
     write_shards((ds[i] for i in range(len(ds))), tmp_path / "shards", shard_size=20)

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlp.data.captions import COUNT_WORDS, RELATION_PHRASES, describe_scene, short_caption
-from vlp.data.scene import COLOURS, POSITIONS, SHAPES, SIZES, SPLITS, TEXTURES, sample_scene
+from vlp.data.shapes.captions import COUNT_WORDS, RELATION_PHRASES, describe_scene, short_caption
+from vlp.data.shapes.scene import COLOURS, POSITIONS, SHAPES, SIZES, SPLITS, TEXTURES, sample_scene
 from vlp.negatives import (
     KINDS,
     HardNegatives,
@@ -301,7 +301,7 @@ def test_every_shapes_caption_gets_a_negative():
 
 
 def test_every_shapes_dataset_sample_text_gets_a_negative():
-    from vlp.data import ShapesDataset
+    from vlp.data.shapes import ShapesDataset
 
     texts = []
     for split in SPLITS:

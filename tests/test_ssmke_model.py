@@ -15,20 +15,22 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vlp.heads import (
-    SSMKE,
-    FrozenTeacher,
+from vlp.adapters import (
     OpenClipTextEncoder,
-    PostLNBlock,
-    SharedBlock,
-    SSMKEHead,
     TimmViTEncoder,
-    TokenTypeEmbedding,
-    build_ssmke,
     load_pretrained,
     load_state_dict_file,
 )
+from vlp.heads import FrozenTeacher
 from vlp.losses import ssmke_loss
+from vlp.models import (
+    SSMKE,
+    PostLNBlock,
+    SharedBlock,
+    SSMKEHead,
+    TokenTypeEmbedding,
+    build_ssmke,
+)
 from vlp.testing import assert_close
 
 F64 = torch.float64

@@ -1,9 +1,9 @@
 """vlp: composable vision-language pre-training components.
 
-Subpackages are imported lazily so that ``import vlp`` stays cheap and never
-imports Triton: ``vlp.losses``, ``vlp.masking``, ``vlp.heads``, ``vlp.augment``,
-``vlp.negatives``, ``vlp.kernels``, ``vlp.distributed``, ``vlp.adapters``,
-``vlp.data`` and ``vlp.eval``.
+Subpackages are imported lazily so that ``import vlp`` stays cheap and imports none of
+Triton, timm, open_clip, torchvision, webdataset or huggingface_hub: ``vlp.losses``,
+``vlp.masking``, ``vlp.heads``, ``vlp.models``, ``vlp.augment``, ``vlp.negatives``,
+``vlp.kernels``, ``vlp.distributed``, ``vlp.adapters``, ``vlp.data`` and ``vlp.eval``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _SUBMODULES = (
     "kernels",
     "losses",
     "masking",
+    "models",
     "negatives",
 )
 

@@ -1,4 +1,10 @@
-"""Dense tokens out of unmodified open_clip and timm models (adapters, not forks)."""
+"""Adapters for unmodified open_clip and timm models (not forks).
+
+Dense tokens out of their towers, masked image encoding, LoRA, truncated pretrained
+encoders (:class:`TimmViTEncoder`, :class:`OpenClipTextEncoder`) and checkpoint loaders
+(:func:`load_state_dict_file`, :func:`load_pretrained`). open_clip and timm are imported
+where a function uses them, not when this package is imported.
+"""
 
 from vlp.adapters.dense import DenseAttention, open_clip_dense_features
 from vlp.adapters.lora import (
@@ -21,6 +27,13 @@ from vlp.adapters.openclip import (
     open_clip_text_tokens,
 )
 from vlp.adapters.pos_embed import PosInterpolation, interpolate_pos_embed
+from vlp.adapters.pretrained import (
+    OpenClipTextEncoder,
+    StateSource,
+    TimmViTEncoder,
+    load_pretrained,
+    load_state_dict_file,
+)
 from vlp.adapters.timm_vit import timm_vit_masked_tokens, timm_vit_tokens
 from vlp.adapters.tokens import DenseTokens, text_token_mask
 
@@ -33,10 +46,15 @@ __all__ = [
     "LoRAUpdate",
     "MaskFn",
     "MaskedImageEncoder",
+    "OpenClipTextEncoder",
     "PosInterpolation",
+    "StateSource",
+    "TimmViTEncoder",
     "apply_lora",
     "interpolate_pos_embed",
     "load_lora_state_dict",
+    "load_pretrained",
+    "load_state_dict_file",
     "lora_parameters",
     "lora_state_dict",
     "merge_lora",

@@ -20,16 +20,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vlp._checks import check_floating, check_shape, check_tensor
-from vlp.adapters.pos_embed import PosInterpolation, _pair, interpolate_pos_embed
+from vlp._checks import check_shape, check_tensor
+from vlp._patches import check_images, pair
+from vlp.adapters.pos_embed import PosInterpolation, interpolate_pos_embed
 from vlp.adapters.tokens import (
     DenseTokens,
     check_keep_indices,
     eot_positions,
-    gather_patches,
     padding_bias,
     text_token_mask,
 )
+from vlp.masking.dropout import gather_tokens
 
 #: How filler slots enter attention: ``"mask"`` hides them as keys (additive -inf bias);
 #: ``"reference"`` reproduces the cluster-masking release, whose mask only adds +1 to the
@@ -65,11 +66,7 @@ def _vision_tower(model: nn.Module) -> Any:
 
 
 def _check_images(images: object, visual: Any) -> torch.Tensor:
-    images = check_tensor("images", images)
-    check_shape("images", images, ("B", 3, "H", "W"))
-    check_floating("images", images)
-    if images.shape[0] == 0:
-        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
+    images = check_images(images, channels=3)
     patch_h, patch_w = visual.patch_size
     height, width = images.shape[2], images.shape[3]
     if height < patch_h or width < patch_w:
@@ -115,7 +112,7 @@ def open_clip_pos_embed(
     """
     visual = _vision_tower(model)
     pos: torch.Tensor = visual.positional_embedding
-    size = _pair("image_size", image_size)
+    size = pair("image_size", image_size)
     patch_h, patch_w = visual.patch_size
     if size[0] >= patch_h and size[1] >= patch_w and (size[0] % patch_h or size[1] % patch_w):
         raise ValueError(
@@ -242,7 +239,7 @@ def _encode_vision(
                 f"keep_idx must be on the images' device {x.device}, got {keep.device}"
             )
         # Positions were added above, so every kept token keeps its own position.
-        x = torch.cat([x[:, :1], gather_patches(x[:, 1:], keep)], dim=1)
+        x = gather_tokens(x, keep, num_prefix_tokens=1)
     x = visual.ln_pre(x)
     attn_mask = _block_attn_mask(visual.transformer, pad, filler_attention, x.dtype)
     x = visual.transformer(x, attn_mask=attn_mask)

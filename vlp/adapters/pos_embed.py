@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp._checks import check_floating, check_shape
+from vlp._patches import pair
 
 __all__ = ["PosInterpolation", "interpolate_pos_embed"]
 
@@ -24,17 +25,6 @@ PosInterpolation = Literal["reference", "size"]
 
 #: The new patch grid may be at most this many times the old one per side.
 MAX_GRID_SCALE = 16
-
-
-def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else value
-    ints = isinstance(pair, (tuple, list)) and len(pair) == 2
-    ints = ints and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-    if not ints:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def interpolate_pos_embed(
@@ -94,8 +84,8 @@ def interpolate_pos_embed(
             f"num_prefix_tokens must lie in [0, {pos_embed.shape[0] - 1}] for pos_embed of "
             f"shape {tuple(pos_embed.shape)}, got {num_prefix_tokens}"
         )
-    height, width = _pair("image_size", image_size)
-    patch_h, patch_w = _pair("patch_size", patch_size)
+    height, width = pair("image_size", image_size)
+    patch_h, patch_w = pair("patch_size", patch_size)
     new_grid = (height // patch_h, width // patch_w)
     if min(new_grid) == 0:
         raise ValueError(
@@ -109,7 +99,7 @@ def interpolate_pos_embed(
             )
         old_grid = (int(side), int(side))
     else:
-        old_grid = _pair("grid_size", grid_size)
+        old_grid = pair("grid_size", grid_size)
         if old_grid[0] * old_grid[1] != num_patches:
             raise ValueError(
                 f"grid_size {old_grid} must have {num_patches} cells (pos_embed patch rows), "

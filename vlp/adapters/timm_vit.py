@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vlp._checks import check_floating, check_shape, check_tensor
-from vlp.adapters.tokens import DenseTokens, check_keep_indices, gather_patches, padding_bias
+from vlp._patches import check_images
+from vlp.adapters.tokens import DenseTokens, check_keep_indices, padding_bias
+from vlp.masking.dropout import gather_tokens
 
 __all__ = ["timm_vit_masked_tokens", "timm_vit_tokens"]
 
@@ -31,15 +32,6 @@ def _check_model(model: nn.Module) -> Any:
             f"{type(model).__name__}"
         )
     return model
-
-
-def _check_images(images: object) -> torch.Tensor:
-    images = check_tensor("images", images)
-    check_shape("images", images, ("B", "C", "H", "W"))
-    check_floating("images", images)
-    if images.shape[0] == 0:
-        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
-    return images
 
 
 def _check_image_size(vit: Any, images: torch.Tensor) -> None:
@@ -193,7 +185,7 @@ def _encode(
     project: bool,
 ) -> DenseTokens:
     vit = _check_model(model)
-    images = _check_images(images)
+    images = check_images(images)
     _check_image_size(vit, images)
     # patch embedding, prefix tokens and positions for all patches, by the model itself
     x = vit._pos_embed(vit.patch_embed(images))
@@ -208,7 +200,7 @@ def _encode(
             raise ValueError(
                 f"keep_idx must be on the images' device {x.device}, got {keep.device}"
             )
-        x = torch.cat([x[:, :prefix], gather_patches(x[:, prefix:], keep)], dim=1)
+        x = gather_tokens(x, keep, num_prefix_tokens=prefix)
     x = vit.norm_pre(x)
     kept = x.shape[1] - prefix
     bias = padding_bias(

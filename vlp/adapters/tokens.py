@@ -7,8 +7,14 @@ from typing import NamedTuple
 import torch
 
 from vlp._checks import check_bool_mask, check_shape, check_tensor
+from vlp._deprecated import deprecated_getattr
 
 __all__ = ["DenseTokens", "text_token_mask"]
+
+# gather_patches(tokens, keep_idx) is gather_tokens(tokens, keep_idx) (no prefix tokens).
+__getattr__ = deprecated_getattr(
+    __name__, {"gather_patches": ("vlp.masking.dropout:gather_tokens", "vlp.masking.gather_tokens")}
+)
 
 
 class DenseTokens(NamedTuple):
@@ -117,12 +123,6 @@ def check_keep_indices(
             f"key_padding_mask must be on keep_idx's device {keep.device}, got {pad.device}"
         )
     return keep, pad
-
-
-def gather_patches(tokens: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
-    """``tokens[b, keep_idx[b]]``: ``(B, L, C)`` and ``(B, K)`` -> ``(B, K, C)``."""
-    index = keep_idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
-    return torch.gather(tokens, 1, index)
 
 
 def padding_bias(

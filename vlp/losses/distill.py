@@ -322,7 +322,7 @@ def ssmke_loss(
 
     Args:
         image: ``(x_interm (B, 4D'), x (B, D'), kd (B, E))`` of the images, e.g. an
-            [`SSMKEOutput`][vlp.heads.ssmke.SSMKEOutput].
+            [`SSMKEOutput`][vlp.models.ssmke.SSMKEOutput].
         text: the same triple for the paired captions.
         teacher: ``(B, E)`` frozen teacher embeddings of the images.
         bank: the teacher memory bank (see

@@ -7,7 +7,7 @@ scene is captioned in many word orders ("a red circle to the left of a blue squa
 left", "from right to left, a blue square and a red circle"), so that word order alone
 does not reveal which attribute belongs to which object.
 
-:func:`caption_holds` evaluates a caption against a :class:`~vlp.data.scene.Scene`
+:func:`caption_holds` evaluates a caption against a :class:`~vlp.data.shapes.scene.Scene`
 (exact counts, geometric relations). Hard negatives are edited captions that
 :func:`caption_holds` rejects, one per :data:`NEGATIVE_TYPES` entry, the edit types of
 SugarCrepe (Hsieh et al., NeurIPS 2023) plus a count change.
@@ -20,7 +20,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from vlp.data.scene import COLOURS, PLURALS, POSITIONS, SHAPES, SIZES, TEXTURES, Scene, ShapeObject
+from vlp.data.shapes.scene import (
+    COLOURS,
+    PLURALS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TEXTURES,
+    Scene,
+    ShapeObject,
+)
 
 __all__ = [
     "CAPTION_KINDS",
@@ -35,8 +44,8 @@ __all__ = [
     "NounPhrase",
     "caption_holds",
     "describe_scene",
-    "hard_negatives",
     "relation_between",
+    "scene_negatives",
     "short_caption",
 ]
 
@@ -98,8 +107,8 @@ class NounPhrase:
     """A counted noun phrase such as "two small striped red circles".
 
     Attributes:
-        shape: one of :data:`~vlp.data.scene.SHAPES`.
-        colour: one of :data:`~vlp.data.scene.COLOURS`.
+        shape: one of :data:`~vlp.data.shapes.scene.SHAPES`.
+        colour: one of :data:`~vlp.data.shapes.scene.COLOURS`.
         count: how many objects the phrase names (1 to 3); it is exact.
         size: a size adjective, or ``None`` to leave the size unsaid.
         texture: a texture adjective, or ``None`` to leave the texture unsaid.
@@ -145,7 +154,7 @@ class Caption:
             ``phrases[1]``; for ``sequence`` captions the relation of every phrase to the
             next one; else ``None``.
         position: for ``position`` captions the grid cell name (one of
-            :data:`~vlp.data.scene.POSITIONS`), else ``None``.
+            :data:`~vlp.data.shapes.scene.POSITIONS`), else ``None``.
         template: which surface template renders the caption.
     """
 
@@ -357,15 +366,19 @@ def _apply(caption: Caption, kind: str, edit: tuple[int, str, Any]) -> Caption:
     return _with_phrase(caption, i, replace(caption.phrases[i], **{field: value}))
 
 
-def hard_negatives(
+def scene_negatives(
     caption: Caption,
     scene: Scene,
     rng: random.Random,
     *,
-    types: Iterable[str] = NEGATIVE_TYPES,
+    kinds: Iterable[str] = NEGATIVE_TYPES,
     exclude: Iterable[tuple[str, str]] = (),
 ) -> dict[str, Caption]:
-    """One false edit of a true caption per hard-negative type.
+    """One false edit of a true caption per hard-negative type, verified against its scene.
+
+    Unlike the rule-based :func:`vlp.negatives.hard_negatives`, which edits any caption
+    text, these edits are checked against the ground-truth scene, so every negative is
+    known to be false. (Named ``vlp.data.hard_negatives(types=...)`` before 0.2.)
 
     Types (SugarCrepe's edits, Hsieh et al., NeurIPS 2023, plus a count change):
     ``attribute_swap`` exchanges an attribute between two phrases, ``relation_swap``
@@ -379,7 +392,7 @@ def hard_negatives(
         caption: a caption that holds for ``scene``.
         scene: the ground truth.
         rng: the generator that orders the candidate edits.
-        types: the negative types to produce.
+        kinds: the negative types to produce (entries of :data:`NEGATIVE_TYPES`).
         exclude: ``(colour, shape)`` pairs a negative must not mention (the training
             split passes the held-out pairs).
 
@@ -390,7 +403,7 @@ def hard_negatives(
     banned = frozenset(exclude)
     text = caption.text
     out: dict[str, Caption] = {}
-    for kind in types:
+    for kind in kinds:
         edits = _edits(caption, kind)
         for k in rng.sample(range(len(edits)), len(edits)):
             c = _apply(caption, kind, edits[int(k)])
@@ -402,6 +415,18 @@ def hard_negatives(
                 out[kind] = c
                 break
     return out
+
+
+def _hard_negatives(
+    caption: Caption,
+    scene: Scene,
+    rng: random.Random,
+    *,
+    types: Iterable[str] = NEGATIVE_TYPES,
+    exclude: Iterable[tuple[str, str]] = (),
+) -> dict[str, Caption]:
+    """The pre-0.2 ``vlp.data.hard_negatives``: :func:`scene_negatives` with ``types=``."""
+    return scene_negatives(caption, scene, rng, kinds=types, exclude=exclude)
 
 
 def _object_words(o: ShapeObject) -> str:

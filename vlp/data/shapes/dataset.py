@@ -1,4 +1,4 @@
-"""The embedded shapes data set: procedural image-caption pairs with known structure.
+"""The shapes ``Dataset``: procedural image-caption pairs with known structure.
 
 Every sample is generated on the fly from ``(seed, split, index)``, so a data set of any
 size costs no disk and no download, and the same index always yields the same sample.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -32,14 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlp.data.captions import (
+from vlp.data.shapes.captions import (
     NEGATIVE_TYPES,
     RELATIONS,
     describe_scene,
-    hard_negatives,
+    scene_negatives,
     short_caption,
 )
-from vlp.data.scene import (
+from vlp.data.shapes.scene import (
     COLOURS,
     DEFAULT_HELD_OUT,
     PLURALS,
@@ -142,7 +141,7 @@ def generate_sample(
             texts.append(extra)
     while len(texts) < num_captions:  # a scene with few distinct captions repeats them
         texts.append(texts[len(texts) % max(1, len(texts))])
-    negatives = hard_negatives(caption, scene, rng, exclude=() if compositional else held)
+    negatives = scene_negatives(caption, scene, rng, exclude=() if compositional else held)
     image = torch.from_numpy(render_scene(scene)).permute(2, 0, 1).contiguous()
     return {
         "image": image,
@@ -315,7 +314,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"wrote {args.num} {args.split} samples to {len(paths)} shard(s) in {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

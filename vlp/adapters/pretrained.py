@@ -1,13 +1,15 @@
-"""Build the S-SMKE student from the first layers of pretrained encoders, and load their weights.
+"""Truncated pretrained encoders and the checkpoint loaders that fill them (adapters, not forks).
 
 S-SMKE slices the first 6 of 12 layers of a pretrained image encoder and of a
-pretrained text encoder, and trains them under one new shared block. Here the image
-encoder is any timm ``VisionTransformer`` and the text encoder any open_clip
-``TextTransformer`` (causal as pretrained, or bidirectional with a padding mask, the
-BERT-like setting of the reference); HF ``transformers`` encoders are not a
-dependency of vlp. Weights come from safetensors or ``torch.save`` state-dict files:
-[`load_pretrained`][vlp.heads.ssmke_student.load_pretrained] keeps the keys of the
-layers that were kept and checks that every weight of the truncated encoder is there.
+pretrained text encoder. Here the image encoder is any timm ``VisionTransformer``
+([`TimmViTEncoder`][vlp.adapters.TimmViTEncoder]) and the text encoder any open_clip
+``TextTransformer`` ([`OpenClipTextEncoder`][vlp.adapters.OpenClipTextEncoder]), causal as
+pretrained or bidirectional with a padding mask (the BERT-like setting of the reference);
+HF ``transformers`` encoders are not a dependency of vlp. Both are truncated in place.
+Weights come from safetensors or ``torch.save`` state-dict files:
+[`load_pretrained`][vlp.adapters.load_pretrained] keeps the keys of the layers that were
+kept and checks that every weight of the truncated encoder is there. timm, open_clip and
+safetensors are imported when they are used, not with this module.
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ import torch
 from torch import nn
 
 from vlp._checks import check_bool_mask, check_shape, check_tensor
-from vlp.heads.ssmke import SSMKE
 
 __all__ = [
     "OpenClipTextEncoder",
+    "StateSource",
     "TimmViTEncoder",
-    "build_ssmke",
     "load_pretrained",
     "load_state_dict_file",
 ]
 
+#: A checkpoint path or an in-memory state dict.
 StateSource = str | os.PathLike[str] | Mapping[str, torch.Tensor]
 
 
@@ -98,7 +100,7 @@ def load_pretrained(
     Args:
         module: the (truncated) encoder to fill.
         source: a checkpoint path (see
-            [`load_state_dict_file`][vlp.heads.ssmke_student.load_state_dict_file]) or a
+            [`load_state_dict_file`][vlp.adapters.load_state_dict_file]) or a
             state dict.
         prefix: keep only keys starting with it, e.g. ``"visual."``.
         rename: leading-substring substitutions applied after ``prefix`` is stripped,
@@ -151,7 +153,7 @@ class TimmViTEncoder(nn.Module):
     its final norm, pooling norm and head become ``nn.Identity``. ``forward`` runs
     ``patch_embed``, the positional embedding and prefix tokens, ``norm_pre`` and the
     kept blocks, and returns ``(B, 1 + L, D)`` tokens with the CLS token first. Build a
-    Data2Vec2-style encoder with ``block_fn=``[`PostLNBlock`][vlp.heads.ssmke.PostLNBlock],
+    Data2Vec2-style encoder with ``block_fn=``[`PostLNBlock`][vlp.models.ssmke.PostLNBlock],
     ``no_embed_class=True``, ``pre_norm=True``.
 
     Args:
@@ -187,7 +189,7 @@ class TimmViTEncoder(nn.Module):
     ) -> list[str]:
         """Load the full ViT's checkpoint (timm key names); returns the unused keys.
 
-        See [`load_pretrained`][vlp.heads.ssmke_student.load_pretrained].
+        See [`load_pretrained`][vlp.adapters.load_pretrained].
         """
         return load_pretrained(self.vit, source, prefix=prefix, rename=rename)
 
@@ -268,67 +270,6 @@ class OpenClipTextEncoder(nn.Module):
 
         A full ``CLIP`` state dict keeps its text weights at the top level
         (``token_embedding.weight``, ``transformer.resblocks.*``), so it loads with the
-        default ``prefix=""``. See [`load_pretrained`][vlp.heads.ssmke_student.load_pretrained].
+        default ``prefix=""``. See [`load_pretrained`][vlp.adapters.load_pretrained].
         """
         return load_pretrained(self.text, source, prefix=prefix, rename=rename)
-
-
-def build_ssmke(
-    vit: nn.Module,
-    text: nn.Module,
-    num_layers: int | tuple[int, int] = 6,
-    *,
-    causal_text: bool = True,
-    heads: int = 12,
-    mlp_ratio: float = 4.0,
-    kd_dim: int | None = None,
-    layerscale_init: float = 0.2,
-    token_type_init: float = 1e-5,
-) -> SSMKE:
-    """The S-SMKE student from the first layers of a timm ViT and an open_clip text tower.
-
-    Both encoders are truncated in place (load their pretrained weights first, or
-    afterwards with their ``load_pretrained``); the token-type embedding, shared block
-    and KD head are new, initialised as in S-SMKE.
-
-    Args:
-        vit: a timm ``VisionTransformer`` (see
-            [`TimmViTEncoder`][vlp.heads.ssmke_student.TimmViTEncoder]).
-        text: an open_clip ``TextTransformer`` (see
-            [`OpenClipTextEncoder`][vlp.heads.ssmke_student.OpenClipTextEncoder]).
-        num_layers: layers kept from each encoder, or ``(image, text)``.
-        causal_text: keep the text tower's causal mask.
-        heads: shared-block heads.
-        mlp_ratio: shared-block MLP ratio.
-        kd_dim: KD head output width (the teacher's); default the encoders' width.
-        layerscale_init: shared-block LayerScale.
-        token_type_init: token-type LayerScale.
-
-    Returns:
-        An [`SSMKE`][vlp.heads.ssmke.SSMKE] whose ``image_encoder`` is a
-        ``TimmViTEncoder`` and ``text_encoder`` an ``OpenClipTextEncoder``.
-
-    Raises:
-        ValueError: if the two encoders' widths differ or a layer count is out of range.
-    """
-    image_layers, text_layers = (
-        (num_layers, num_layers) if isinstance(num_layers, int) else num_layers
-    )
-    image_encoder = TimmViTEncoder(vit, image_layers)
-    text_encoder = OpenClipTextEncoder(text, text_layers, causal=causal_text)
-    if image_encoder.width != text_encoder.width:
-        raise ValueError(
-            f"vit and text must have the same width for the shared block, got "
-            f"{image_encoder.width} and {text_encoder.width}"
-        )
-    return SSMKE(
-        image_encoder,
-        text_encoder,
-        image_encoder.width,
-        heads=heads,
-        mlp_ratio=mlp_ratio,
-        kd_dim=kd_dim,
-        layerscale_init=layerscale_init,
-        token_type_init=token_type_init,
-        pad_token_id=int(getattr(text, "pad_id", 0)),
-    )

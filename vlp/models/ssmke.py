@@ -1,4 +1,4 @@
-"""S-SMKE model parts: token-type embedding, the shared block, the KD head and the composite.
+"""The S-SMKE student: token-type embedding, the shared block, the KD head and the composite.
 
 S-SMKE puts the first layers of two pretrained unimodal encoders under one
 randomly initialised pre-LN Transformer block shared by both modalities. A token-type
@@ -6,6 +6,11 @@ embedding scaled by a tiny LayerScale is added to the encoder outputs first; the
 block returns its MLP intermediate (for a second image-text contrastive loss) beside
 its output; a LayerNorm + Linear head projects the output CLS onto the frozen
 teacher's space for distillation.
+
+[`build_ssmke`][vlp.models.ssmke.build_ssmke] assembles the student from the first layers
+of a timm ViT and an open_clip text tower (truncated by :mod:`vlp.adapters.pretrained`).
+This is the one whole model of the library; every loss and teacher it trains with is a
+part a user can use with their own model.
 
 Reference: T. Cares, "Leveraging Pretrained Unimodal Models for Efficient
 Vision-Language Pretraining" (S-SMKE; ``TimCares/EV-LP``, ``src/models/S_SMKE.py``).
@@ -22,6 +27,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vlp._checks import check_bool_mask, check_floating, check_shape, check_tensor
+from vlp.adapters.pretrained import OpenClipTextEncoder, TimmViTEncoder
 
 __all__ = [
     "IMAGE_TYPE",
@@ -32,6 +38,7 @@ __all__ = [
     "SSMKEOutput",
     "SharedBlock",
     "TokenTypeEmbedding",
+    "build_ssmke",
 ]
 
 #: Token type of every text token (CLS included) and of every image token, as in S-SMKE.
@@ -285,18 +292,18 @@ class SSMKE(nn.Module):
     """The S-SMKE student: two unimodal encoders under one shared block.
 
     ``encode_image`` / ``encode_text`` run the modality's encoder, add the token-type
-    embedding, run the [`SharedBlock`][vlp.heads.ssmke.SharedBlock] (with the text's
-    key-padding mask) and return an [`SSMKEOutput`][vlp.heads.ssmke.SSMKEOutput] of the
+    embedding, run the [`SharedBlock`][vlp.models.ssmke.SharedBlock] (with the text's
+    key-padding mask) and return an [`SSMKEOutput`][vlp.models.ssmke.SSMKEOutput] of the
     CLS (first) token. Feed two of them and the teacher's embeddings to
     [`ssmke_loss`][vlp.losses.distill.ssmke_loss].
 
     Args:
         image_encoder: module mapping images ``(B, 3, H, W)`` to tokens ``(B, T_v, D)``
             with the CLS token first, e.g. a
-            [`TimmViTEncoder`][vlp.heads.ssmke_student.TimmViTEncoder].
+            [`TimmViTEncoder`][vlp.adapters.TimmViTEncoder].
         text_encoder: module mapping ``(ids (B, T_w), padding (B, T_w) bool)`` to tokens
             ``(B, T_w, D)``, the CLS (or start) token first, e.g. an
-            [`OpenClipTextEncoder`][vlp.heads.ssmke_student.OpenClipTextEncoder].
+            [`OpenClipTextEncoder`][vlp.adapters.OpenClipTextEncoder].
         dim: ``D``, the width of both encoders' tokens.
         heads: shared-block heads.
         mlp_ratio: shared-block MLP ratio.
@@ -344,7 +351,7 @@ class SSMKE(nn.Module):
         """Embed images ``(B, 3, H, W)``.
 
         Returns:
-            An [`SSMKEOutput`][vlp.heads.ssmke.SSMKEOutput].
+            An [`SSMKEOutput`][vlp.models.ssmke.SSMKEOutput].
         """
         return self._shared(self.image_encoder(images), IMAGE_TYPE, None)
 
@@ -358,7 +365,7 @@ class SSMKE(nn.Module):
             padding_mask: ``(B, T)`` bool, True at padding; default ``ids == pad_token_id``.
 
         Returns:
-            An [`SSMKEOutput`][vlp.heads.ssmke.SSMKEOutput].
+            An [`SSMKEOutput`][vlp.models.ssmke.SSMKEOutput].
         """
         check_tensor("ids", ids)
         if ids.is_floating_point() or ids.dtype == torch.bool:
@@ -368,3 +375,64 @@ class SSMKE(nn.Module):
             padding_mask = ids == self.pad_token_id
         check_bool_mask("padding_mask", padding_mask, tuple(ids.shape))
         return self._shared(self.text_encoder(ids, padding_mask), TEXT_TYPE, padding_mask)
+
+
+def build_ssmke(
+    vit: nn.Module,
+    text: nn.Module,
+    num_layers: int | tuple[int, int] = 6,
+    *,
+    causal_text: bool = True,
+    heads: int = 12,
+    mlp_ratio: float = 4.0,
+    kd_dim: int | None = None,
+    layerscale_init: float = 0.2,
+    token_type_init: float = 1e-5,
+) -> SSMKE:
+    """The S-SMKE student from the first layers of a timm ViT and an open_clip text tower.
+
+    Both encoders are truncated in place (load their pretrained weights first, or
+    afterwards with their ``load_pretrained``); the token-type embedding, shared block
+    and KD head are new, initialised as in S-SMKE.
+
+    Args:
+        vit: a timm ``VisionTransformer`` (see
+            [`TimmViTEncoder`][vlp.adapters.TimmViTEncoder]).
+        text: an open_clip ``TextTransformer`` (see
+            [`OpenClipTextEncoder`][vlp.adapters.OpenClipTextEncoder]).
+        num_layers: layers kept from each encoder, or ``(image, text)``.
+        causal_text: keep the text tower's causal mask.
+        heads: shared-block heads.
+        mlp_ratio: shared-block MLP ratio.
+        kd_dim: KD head output width (the teacher's); default the encoders' width.
+        layerscale_init: shared-block LayerScale.
+        token_type_init: token-type LayerScale.
+
+    Returns:
+        An [`SSMKE`][vlp.models.ssmke.SSMKE] whose ``image_encoder`` is a
+        ``TimmViTEncoder`` and ``text_encoder`` an ``OpenClipTextEncoder``.
+
+    Raises:
+        ValueError: if the two encoders' widths differ or a layer count is out of range.
+    """
+    image_layers, text_layers = (
+        (num_layers, num_layers) if isinstance(num_layers, int) else num_layers
+    )
+    image_encoder = TimmViTEncoder(vit, image_layers)
+    text_encoder = OpenClipTextEncoder(text, text_layers, causal=causal_text)
+    if image_encoder.width != text_encoder.width:
+        raise ValueError(
+            f"vit and text must have the same width for the shared block, got "
+            f"{image_encoder.width} and {text_encoder.width}"
+        )
+    return SSMKE(
+        image_encoder,
+        text_encoder,
+        image_encoder.width,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        kd_dim=kd_dim,
+        layerscale_init=layerscale_init,
+        token_type_init=token_type_init,
+        pad_token_id=int(getattr(text, "pad_id", 0)),
+    )
