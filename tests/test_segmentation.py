@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
 from vlp.adapters import open_clip_dense_features, open_clip_image_tokens
-from vlp.data import SHAPES, render_class_map, render_scene, sample_scene
+from vlp.data.shapes import SHAPES, render_class_map, render_scene, sample_scene
 from vlp.eval import mean_iou, segmentation_labels, sliding_window_scores
 
 

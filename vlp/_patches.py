@@ -12,6 +12,7 @@ This module imports nothing from ``vlp`` but :mod:`vlp._checks`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -20,7 +21,7 @@ from vlp._checks import check_floating, check_shape, check_tensor
 __all__ = ["centred_patches", "check_images", "grid_size", "pair", "patchify"]
 
 
-def pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
+def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
     """``value`` as ``(h, w)``: an int ``p`` means ``(p, p)``.
 
     Raises:
@@ -65,13 +66,18 @@ def grid_size(image_size: tuple[int, int], patch_size: int | tuple[int, int]) ->
         ``(H // ph, W // pw)``.
 
     Raises:
-        ValueError: when a side is not a multiple of the patch side.
+        TypeError: when ``image_size`` is not a pair of ints.
+        ValueError: when a side is not a positive multiple of the patch side.
     """
     ph, pw = pair("patch_size", patch_size)
+    if not isinstance(image_size, (tuple, list, torch.Size)) or len(image_size) != 2:
+        raise TypeError(f"image_size must be a pair (H, W), got {image_size!r}")
     h, w = image_size
-    if h % ph or w % pw or h == 0 or w == 0:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise TypeError(f"image_size must be a pair of ints, got {image_size!r}")
+    if h <= 0 or w <= 0 or h % ph or w % pw:
         raise ValueError(
-            f"image size must be a non-zero multiple of patch_size {(ph, pw)}, got {(h, w)}"
+            f"image_size must be a positive multiple of patch_size {(ph, pw)}, got {(h, w)}"
         )
     return h // ph, w // pw
 
@@ -108,6 +114,10 @@ def centred_patches(
         patch_size: ``p`` or ``(ph, pw)``.
         eps: a patch whose pixel standard deviation is ``<= eps`` is flat.
 
+    A patch is valid when its norm is finite and above the flat threshold: NaN or inf
+    pixels (and overflowing norms) make the norm non-finite, so such a patch is invalid,
+    like a flat one.
+
     Returns:
         ``(x, norm, valid)``: ``(B, L, P)`` centred patches (float32, float64 for float64
         images; one copy of the image), ``(B, L)`` norms and ``(B, L)`` bool.
@@ -121,4 +131,4 @@ def centred_patches(
     # is exactly zero rather than a constant of order 1e-7.
     x -= x.mean(dim=-1, keepdim=True)
     norm = torch.linalg.vector_norm(x, dim=-1)
-    return x, norm, norm > eps * math.sqrt(x.shape[-1])
+    return x, norm, torch.isfinite(norm) & (norm > eps * math.sqrt(x.shape[-1]))

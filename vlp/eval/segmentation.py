@@ -30,6 +30,7 @@ from vlp._checks import (
     check_shape,
     check_tensor,
 )
+from vlp._patches import pair
 
 __all__ = [
     "SegmentationScores",
@@ -39,18 +40,6 @@ __all__ = [
 ]
 
 DenseFeatures = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _window_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair: tuple[object, ...] = (value, value)
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    h = check_int(name, pair[0], low=1)
-    w = check_int(name, pair[1], low=1)
-    return h, w
 
 
 def _starts(size: int, window: int, stride: int) -> list[int]:
@@ -107,11 +96,9 @@ def sliding_window_scores(
             f"{tuple(class_embeddings.shape)}"
         )
     check_finite("class_embeddings", class_embeddings)
-    win = _window_pair("window", window)
-    if stride is None:
-        step = (max(win[0] // 2, 1), max(win[1] // 2, 1))
-    else:
-        step = _window_pair("stride", stride)
+    win = pair("window", window)
+    half = (max(win[0] // 2, 1), max(win[1] // 2, 1))
+    step = half if stride is None else pair("stride", stride)
     height, width = int(images.shape[2]), int(images.shape[3])
     if height < win[0] or width < win[1]:
         raise ValueError(

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from vlp._checks import check_positive, check_same_device, check_shape, check_tensor
+from vlp._patches import centred_patches, check_images, grid_size, pair
 from vlp.kernels._dispatch import Backend, resolve_backend
 
 __all__ = ["cluster_scores", "cluster_scores_reference"]
@@ -30,19 +31,15 @@ __all__ = ["cluster_scores", "cluster_scores_reference"]
 def _validate(
     images: object, anchors: object, patch_size: int | tuple[int, int], eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
-    from vlp.masking.patches import _check_images, _pair, grid_size
-
-    images = _check_images(images)
+    images = check_images(images)
     anchors = check_tensor("anchors", anchors)
-    ph, pw = _pair("patch_size", patch_size)
+    ph, pw = pair("patch_size", patch_size)
     gh, gw = grid_size((images.shape[2], images.shape[3]), (ph, pw))
     check_shape("anchors", anchors, (images.shape[0], "K"))
     if anchors.dtype != torch.int64:
         raise TypeError(f"anchors must have dtype torch.int64, got {anchors.dtype}")
     check_same_device(("images", images), ("anchors", anchors))
     check_positive("eps", eps)
-    if images.shape[0] == 0:
-        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
     if anchors.shape[1] == 0:
         raise ValueError(f"anchors must hold at least one anchor per image, got {anchors.shape}")
     # Range check on the CPU only: on CUDA it would synchronise the device.
@@ -85,9 +82,7 @@ def cluster_scores_reference(
 def _reference(
     images: torch.Tensor, anchors: torch.Tensor, patch: tuple[int, int], eps: float
 ) -> torch.Tensor:
-    from vlp.masking.patches import _centred_patches
-
-    x, norm, valid = _centred_patches(images, patch, eps)  # (B, L, P), (B, L), (B, L)
+    x, norm, valid = centred_patches(images, patch, eps)  # (B, L, P), (B, L), (B, L)
     safe = torch.where(valid, norm, torch.ones_like(norm))
     index = anchors.unsqueeze(-1).expand(-1, -1, x.shape[-1])
     rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors

@@ -27,11 +27,11 @@ from vlp._checks import (
     check_probability,
     check_shape,
 )
+from vlp._patches import check_images, grid_size, pair
 from vlp.kernels._dispatch import Backend
 from vlp.kernels.cluster_scores import cluster_scores
 from vlp.masking.cluster_embed import embedding_rgb_scores, embedding_weight
 from vlp.masking.dropout import _check_size, gather_tokens, uniform
-from vlp.masking.patches import _check_images, _pair, grid_size
 
 __all__ = [
     "Calibration",
@@ -169,8 +169,8 @@ def cluster_mask(
     Returns:
         :class:`ClusterMask` ``(masked, scores, anchors)``.
     """
-    images = _check_images(images)
-    gh, gw = grid_size((images.shape[2], images.shape[3]), _pair("patch_size", patch_size))
+    images = check_images(images)
+    gh, gw = grid_size((images.shape[2], images.shape[3]), pair("patch_size", patch_size))
     if anchors is None:
         k = num_anchors(gh * gw, anchor_fraction)
         anchors = sample_anchors(
@@ -443,7 +443,7 @@ class ClusterMasking(nn.Module):
         embed_ramp_epochs: float = 32.0,
     ) -> None:
         super().__init__()
-        self.patch_size = _pair("patch_size", patch_size)
+        self.patch_size = pair("patch_size", patch_size)
         if features not in ("rgb", "embedding_rgb"):
             raise ValueError(f"features must be 'rgb' or 'embedding_rgb', got {features!r}")
         self.features: ClusterFeatures = features
@@ -617,7 +617,7 @@ class ClusterMasking(nn.Module):
             ``(keep_idx (B, Lk) int64, key_padding_mask (B, Lk) bool)``; in eval mode
             ``Lk = L``, ``keep_idx = arange(L)`` and no fillers.
         """
-        images = _check_images(images)
+        images = check_images(images)
         batch = images.shape[0]
         gh, gw = grid_size((images.shape[2], images.shape[3]), self.patch_size)
         num_patches = gh * gw

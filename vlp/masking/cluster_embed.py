@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp._checks import check_float, check_floating, check_shape, check_tensor
-from vlp.masking.patches import _check_images, _pair, grid_size, patchify
+from vlp._patches import check_images, grid_size, pair, patchify
 
 __all__ = ["embedding_rgb_scores", "embedding_weight"]
 
@@ -67,8 +67,8 @@ def embedding_rgb_scores(
     Raises:
         TypeError / ValueError: on bad shapes, dtypes, devices, weights or anchor indices.
     """
-    images = _check_images(images)
-    ph, pw = _pair("patch_size", patch_size)
+    images = check_images(images)
+    ph, pw = pair("patch_size", patch_size)
     gh, gw = grid_size((images.shape[2], images.shape[3]), (ph, pw))
     embeddings = check_tensor("embeddings", embeddings)
     check_floating("embeddings", embeddings)

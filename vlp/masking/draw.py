@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vlp._checks import check_shape, check_tensor
-from vlp.masking.patches import _pair, grid_size
+from vlp._patches import grid_size, pair
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -88,7 +88,7 @@ def draw_mask(
     """
     from PIL import Image, ImageDraw
 
-    ph, pw = _pair("patch_size", patch_size)
+    ph, pw = pair("patch_size", patch_size)
     pixels = _to_uint8(check_tensor("image", image), mean, std)
     gh, gw = grid_size((pixels.shape[1], pixels.shape[2]), (ph, pw))
     num_patches = gh * gw
