@@ -197,8 +197,7 @@ def test_bad_input(generator: torch.Generator) -> None:
     x = torch.randn(3, 4, generator=generator)
     with pytest.raises(ValueError, match="teacher must have the shape of student_image"):
         contrastive_distillation_loss(x, x, x[:2], None, 1.0)
-    with pytest.raises(TypeError, match="student_text must have the dtype"):
-        contrastive_distillation_loss(x, x.double(), x, None, 1.0)
+    # Mixed dtypes are promoted (tests/test_mixed_precision.py), not rejected.
     with pytest.raises(ValueError, match=r"bank must have shape \(G, 4\)"):
         contrastive_distillation_loss(x, x, x, torch.randn(5, 3), 1.0)
     with pytest.raises(ValueError, match="logit_scale must be > 0"):
@@ -263,8 +262,6 @@ def test_feature_distillation_bad_input() -> None:
         feature_distillation_loss(x, x, "l2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         feature_distillation_loss(x, x, "smooth_l1", beta=0.0)
-    with pytest.raises(TypeError, match="same dtype"):
-        feature_distillation_loss(x, x.double())
     with pytest.raises(ValueError, match="at least one element"):
         feature_distillation_loss(x[:0], x[:0])
     with pytest.raises(TypeError, match="floating-point"):

@@ -11,6 +11,7 @@ the default ``"auto"``; an explicit per-call ``"torch"`` or ``"triton"`` always 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "TritonUnavailableError",
     "import_triton",
     "interpreter_active",
+    "no_autocast",
     "resolve_backend",
     "triton_available",
     "triton_interpret_upcast",
@@ -137,3 +139,14 @@ def triton_interpret_upcast(dtype: torch.dtype) -> bool:
     ``tl.constexpr`` and call ``.to(tl.float32)`` after each load when it is true.
     """
     return dtype == torch.bfloat16 and interpreter_active()
+
+
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """A context in which autocast is off for ``device``'s type (a no-op where it has none).
+
+    The fused ops choose their own accumulation dtypes; autocast would turn their
+    internal fp32 products into bf16/fp16 ones and mix dtypes in their reductions.
+    """
+    if not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)

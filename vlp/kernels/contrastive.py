@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vlp import _checks
-from vlp.kernels._dispatch import resolve_backend, triton_interpret_upcast
+from vlp.kernels._dispatch import no_autocast, resolve_backend, triton_interpret_upcast
 
 __all__ = ["tiled_logsumexp", "tiled_sigmoid_loss"]
 
@@ -155,6 +155,23 @@ class _TiledLSE(torch.autograd.Function):
         chunk: int,
         use_triton: bool,
     ) -> torch.Tensor:
+        with no_autocast(a.device):
+            return _TiledLSE._forward(
+                ctx, a, b, scale, bias, row_weight, col_weight, chunk, use_triton
+            )
+
+    @staticmethod
+    def _forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        row_weight: float,
+        col_weight: float,
+        chunk: int,
+        use_triton: bool,
+    ) -> torch.Tensor:
         if use_triton:
             lse_row = _triton_lse(a, b, scale, bias)
             lse_col = _triton_lse(b, a, scale, bias) if col_weight != 0.0 else lse_row[:0]
@@ -172,6 +189,11 @@ class _TiledLSE(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         _first_order_only("tiled_logsumexp")
+        with no_autocast(grad_out.device):
+            return _TiledLSE._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, b, scale, bias, lse_row, lse_col = ctx.saved_tensors
         row_w, col_w = ctx.weights
         if ctx.use_triton:
@@ -210,7 +232,7 @@ def _as_scalar(
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar tensor, got shape {tuple(value.shape)}")
         return value.reshape(())
-    return torch.full((), float(value), dtype=like.dtype, device=like.device)
+    return torch.full((), float(value), dtype=_acc_dtype(like.dtype), device=like.device)
 
 
 def tiled_logsumexp(
@@ -300,6 +322,24 @@ def _torch_sigmoid_forward(
 class _TiledSigmoid(torch.autograd.Function):
     @staticmethod
     def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        row_ids: torch.Tensor,
+        col_ids: torch.Tensor,
+        weight: float,
+        chunk: int,
+        use_triton: bool,
+    ) -> torch.Tensor:
+        with no_autocast(a.device):
+            return _TiledSigmoid._forward(
+                ctx, a, b, scale, bias, row_ids, col_ids, weight, chunk, use_triton
+            )
+
+    @staticmethod
+    def _forward(
         ctx: Any,
         a: torch.Tensor,
         b: torch.Tensor,

@@ -14,25 +14,22 @@ from vlp._checks import (
     check_tensor,
 )
 
-__all__ = ["as_scalar", "check_pair", "check_sample_ids", "logits_dtype"]
+__all__ = ["as_scalar", "check_pair", "check_sample_ids", "logits_dtype", "promote"]
 
 
 def check_pair(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
-    """Check two paired (N, D) floating feature matrices of one dtype, device and shape.
+    """Check two paired (N, D) floating feature matrices of one device and shape.
 
-    NaN/inf are looked for only on CPU tensors: on an accelerator the check would
-    force a host synchronisation at every step.
+    Their dtypes may differ (autocast output against an fp32 tensor): the losses
+    compute in the promoted dtype (see `promote`). NaN/inf are looked for only on CPU
+    tensors and only in eager mode: on an accelerator the check would force a host
+    synchronisation at every step, and a compiled graph cannot branch on values.
     """
     check_matrix("image_features", image_features)
     check_matrix("text_features", text_features)
     check_same_shape("image_features", image_features, "text_features", text_features)
-    if image_features.dtype != text_features.dtype:
-        raise TypeError(
-            "image_features and text_features must have the same dtype, got "
-            f"{image_features.dtype} and {text_features.dtype}"
-        )
     check_same_device(("image_features", image_features), ("text_features", text_features))
-    if image_features.device.type == "cpu":
+    if image_features.device.type == "cpu" and not torch.compiler.is_compiling():
         check_finite("image_features", image_features)
         check_finite("text_features", text_features)
 
@@ -46,11 +43,18 @@ def as_scalar(
 ) -> torch.Tensor:
     """Return ``value`` as a 0-dim tensor on ``like``'s device, after checking it.
 
-    A Python number becomes a tensor of ``like``'s dtype. A tensor must hold one
-    element and be floating point; it keeps its dtype and autograd history. Its value
-    is checked (finite, and > 0 if ``positive``) whenever that costs no device
-    synchronisation, i.e. for Python numbers and CPU tensors.
+    The losses form their logits in ``logits_dtype(like.dtype)`` (float32 for
+    half-precision features), so a Python number becomes a tensor of that dtype, not of
+    ``like``'s: ``logit_scale=7e4`` or ``logit_bias=1e5`` stay finite with fp16 features.
+    A tensor must hold one element and be floating point; it keeps its dtype and autograd
+    history (the losses convert it to the logits' dtype where they use it).
+
+    The value is checked (finite in the logits' dtype, and > 0 if ``positive``) whenever
+    that costs no device synchronisation: for Python numbers and CPU tensors, in eager
+    mode. Under ``torch.compile`` tensor values are not read (a compiled run skips the
+    check; Python numbers are still checked while tracing).
     """
+    compute = logits_dtype(like.dtype)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
@@ -63,15 +67,20 @@ def as_scalar(
                 f"{name} must be on the features' device {like.device}, got {value.device}"
             )
         scalar = value.reshape(())
-        v = float(scalar.detach()) if scalar.device.type == "cpu" else None
+        readable = scalar.device.type == "cpu" and not torch.compiler.is_compiling()
+        v = float(scalar.detach()) if readable else None
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     else:
         v = float(value)
-        scalar = torch.tensor(v, dtype=like.dtype, device=like.device)
+        scalar = torch.tensor(v, dtype=compute, device=like.device)
     if v is not None:
         if not math.isfinite(v):
             raise ValueError(f"{name} must be finite, got {v}")
+        if abs(v) > torch.finfo(compute).max:
+            raise ValueError(
+                f"{name} must be finite in {compute} (the dtype the logits are formed in), got {v}"
+            )
         if positive and v <= 0:
             raise ValueError(f"{name} must be > 0, got {v}")
     return scalar
@@ -91,6 +100,18 @@ def check_sample_ids(sample_ids: torch.Tensor, n: int, like: torch.Tensor) -> No
         raise ValueError(
             f"sample_ids must be on the features' device {like.device}, got {sample_ids.device}"
         )
+
+
+def promote(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` converted to their promoted floating dtype, as a torch op would compute.
+
+    An fp32 frozen teacher against a bf16 student computes in fp32; tensors already of
+    that dtype are returned as they are (no copy).
+    """
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in tensors]
 
 
 def logits_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -15,7 +15,7 @@ from vlp._checks import check_bool, check_probability
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
-from vlp.losses._contrastive import check_pair, check_sample_ids
+from vlp.losses._contrastive import check_pair, check_sample_ids, promote
 from vlp.losses._infonce import PairDetails, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
@@ -136,7 +136,8 @@ def clip_loss(
 
     Args:
         image_features: ``(N, D)`` floating, this rank's image embeddings.
-        text_features: ``(N, D)``, same dtype and device; row ``i`` pairs with image ``i``.
+        text_features: ``(N, D)``, same device; row ``i`` pairs with image ``i``. A
+            different floating dtype is allowed: both are converted to the promoted one.
         logit_scale: positive multiplier of the cosine similarities (already
             exponentiated, as in open_clip): a float or a one-element tensor.
         logit_bias: optional scalar added to every logit.
@@ -165,9 +166,10 @@ def clip_loss(
         ValueError: on mismatched or non-2-D shapes, an empty batch, NaN/inf features
             (checked on CPU tensors), a non-positive or non-finite ``logit_scale``, or
             ``label_smoothing`` outside ``[0, 1]``.
-        TypeError: on non-floating features, differing dtypes, or non-integer ``sample_ids``.
+        TypeError: on non-floating features or non-integer ``sample_ids``.
     """
     check_pair(image_features, text_features)
+    image_features, text_features = promote(image_features, text_features)
     scale, bias = check_infonce_options(
         image_features, logit_scale, logit_bias, label_smoothing, local_loss, gather_with_grad,
         return_details, chunk_size, backend,

@@ -19,7 +19,7 @@ from torch import nn
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
-from vlp.losses._contrastive import check_pair
+from vlp.losses._contrastive import check_pair, promote
 from vlp.losses._infonce import InfoNCEBatch, View, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["COSMOSLoss", "COSMOSLossOutput", "cosmos_distillation_loss", "multiview_clip_loss"]
@@ -73,8 +73,9 @@ def _gather_groups(
                 check_pair(first, view)
                 index[id(view)] = len(distinct)
                 distinct.append(view)
+    distinct = promote(*distinct)
     scale, _ = check_infonce_options(
-        first, logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
+        distinct[0], logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
         chunk_size, backend,
     )  # fmt: skip
     gathered, batch = gather_views(

@@ -22,7 +22,7 @@ from vlp._checks import check_finite, check_floating, check_matrix, check_same_d
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.heads.memory_bank import TeacherMemoryBank
-from vlp.losses._contrastive import as_scalar, logits_dtype
+from vlp.losses._contrastive import as_scalar, logits_dtype, promote
 from vlp.losses._gather import start_gather
 from vlp.losses.clip import clip_loss
 
@@ -77,13 +77,8 @@ def _check_features(
                 f"{name} must have the shape of student_image {tuple(student_image.shape)}, "
                 f"got {tuple(value.shape)}"
             )
-        if value.dtype != student_image.dtype:
-            raise TypeError(
-                f"{name} must have the dtype of student_image ({student_image.dtype}), "
-                f"got {value.dtype}"
-            )
     check_same_device(*named)
-    if student_image.device.type == "cpu":
+    if student_image.device.type == "cpu" and not torch.compiler.is_compiling():
         for name, value in named:
             check_finite(name, value)
 
@@ -152,7 +147,7 @@ def contrastive_distillation_loss(
 
     Args:
         student_image: ``(B, D)`` floating, the KD projections of the images.
-        student_text: ``(B, D)``, same dtype and device, the KD projections of the captions
+        student_text: ``(B, D)``, same device, the KD projections of the captions
             of the same images.
         teacher: ``(B, D)``, the frozen teacher's embedding of each image.
         bank: ``(G, D)`` past teacher embeddings (unit rows), a
@@ -170,9 +165,11 @@ def contrastive_distillation_loss(
     Raises:
         ValueError: on non-2-D, empty or mismatched shapes, a bank of another width or
             device, NaN/inf (checked on CPU tensors), or a non-positive ``logit_scale``.
-        TypeError: on non-floating or mixed dtypes.
+        TypeError: on non-floating dtypes (mixed floating dtypes are promoted, as torch
+            ops do: an fp32 frozen teacher against a bf16 student computes in fp32).
     """
     _check_features(student_image, student_text, teacher)
+    student_image, student_text, teacher = promote(student_image, student_text, teacher)
     scale = as_scalar("logit_scale", logit_scale, student_image, positive=True)
     if not isinstance(gather_teacher, bool):
         raise TypeError(f"gather_teacher must be a bool, got {type(gather_teacher).__name__}")
@@ -226,9 +223,9 @@ def feature_distillation_loss(
     Args:
         student: ``(..., D)`` floating student features (any leading dims: ``(B, D)`` for
             a CLS embedding, ``(B, T, D)`` for tokens).
-        teacher: same shape, dtype and device; the targets (detach them if the teacher is
-            not to be trained; a [`FrozenTeacher`][vlp.heads.frozen_teacher.FrozenTeacher]
-            output already is).
+        teacher: same shape and device (any floating dtype: both are promoted); the
+            targets (detach them if the teacher is not to be trained; a
+            [`FrozenTeacher`][vlp.heads.frozen_teacher.FrozenTeacher] output already is).
         kind: ``"cosine"``, ``"smooth_l1"`` or ``"mse"``.
         normalize: L2-normalise both along ``D`` first (for ``"smooth_l1"`` and ``"mse"``;
             ``"cosine"`` is unaffected).
@@ -240,7 +237,8 @@ def feature_distillation_loss(
     Raises:
         ValueError: on mismatched or empty shapes, 0-dim input, an unknown ``kind``,
             NaN/inf (CPU tensors) or a non-positive ``beta``.
-        TypeError: on non-floating or mixed dtypes.
+        TypeError: on non-floating dtypes (mixed floating dtypes are promoted, as torch
+            ops do: an fp32 frozen teacher against a bf16 student computes in fp32).
     """
     for name, value in (("student", student), ("teacher", teacher)):
         check_floating(name, value)
@@ -254,10 +252,6 @@ def feature_distillation_loss(
             f"student and teacher must have the same shape, got {tuple(student.shape)} "
             f"and {tuple(teacher.shape)}"
         )
-    if student.dtype != teacher.dtype:
-        raise TypeError(
-            f"student and teacher must have the same dtype, got {student.dtype} and {teacher.dtype}"
-        )
     check_same_device(("student", student), ("teacher", teacher))
     if kind not in ("cosine", "smooth_l1", "mse"):
         raise ValueError(f"kind must be one of ('cosine', 'smooth_l1', 'mse'), got {kind!r}")
@@ -265,7 +259,8 @@ def feature_distillation_loss(
         raise TypeError(f"beta must be a float, got {type(beta).__name__}")
     if not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be a finite number > 0, got {beta}")
-    if student.device.type == "cpu":
+    student, teacher = promote(student, teacher)
+    if student.device.type == "cpu" and not torch.compiler.is_compiling():
         check_finite("student", student)
         check_finite("teacher", teacher)
 

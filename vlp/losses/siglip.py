@@ -15,7 +15,7 @@ from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_sigmoid_loss
-from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype
+from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype, promote
 from vlp.losses._gather import start_gather
 from vlp.losses._infonce import check_backend, check_chunk_size
 
@@ -123,6 +123,7 @@ def siglip_loss(
             or non-integer ``sample_ids``.
     """
     check_pair(image_features, text_features)
+    image_features, text_features = promote(image_features, text_features)
     scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
     bias = as_scalar("logit_bias", logit_bias, image_features, positive=False)
     check_chunk_size(chunk_size)
