@@ -98,7 +98,8 @@ def siglip_loss(
 
     Args:
         image_features: ``(N, D)`` floating, this rank's image embeddings.
-        text_features: ``(N, D)``, same dtype and device; row ``i`` pairs with image ``i``.
+        text_features: ``(N, D)``, same device (a different floating dtype is promoted);
+            row ``i`` pairs with image ``i``.
         logit_scale: positive multiplier (already exponentiated): float or one-element tensor.
         logit_bias: scalar added to every logit (SigLIP initialises it to -10).
         chunk_size: number of text columns per block, or ``None`` to form the whole
