@@ -182,8 +182,9 @@ def test_cluster_masking_resume_draws_the_same_masks() -> None:
     first = ClusterMasking(4, generator=torch.Generator().manual_seed(3))
     got = _masks(first, 3, seed=10)
     state = first.state_dict()
-    assert set(state) == {"threshold", "_extra_state"}
-    assert state["_extra_state"]["epoch"] == 0.0
+    assert set(state) == {"threshold", "epoch", "generator_state"}
+    assert state["epoch"].item() == 0.0
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # safetensors-ready
     resumed = ClusterMasking(4, generator=torch.Generator().manual_seed(99))
     resumed.load_state_dict(state)
     got += _masks(resumed, 3, seed=13)
@@ -195,12 +196,13 @@ def test_cluster_masking_resume_draws_the_same_masks() -> None:
 def test_cluster_masking_failed_load_changes_nothing() -> None:
     masking = ClusterMasking(4, generator=torch.Generator().manual_seed(0))
     masking(_images())
-    before = masking.state_dict()["_extra_state"]["generator_state"].clone()
+    before = masking.state_dict()["generator_state"].clone()
     tau = masking.threshold.clone()
     donor = ClusterMasking(4, generator=torch.Generator().manual_seed(5))
     donor(_images(seed=7))
     bad = donor.state_dict()
-    bad["_extra_state"] = {"generator_state": torch.zeros(3, dtype=torch.uint8), "epoch": 1.0}
+    bad["generator_state"] = torch.zeros(3, dtype=torch.uint8)
+    bad["epoch"] = torch.tensor(1.0)
     with pytest.raises(RuntimeError, match="generator_state is invalid"):
         masking.load_state_dict(bad)
     bad = donor.state_dict()
@@ -208,7 +210,7 @@ def test_cluster_masking_failed_load_changes_nothing() -> None:
     with pytest.raises(RuntimeError, match="threshold must be a 0-d tensor"):
         masking.load_state_dict(bad)
     assert torch.equal(masking.threshold, tau)
-    assert torch.equal(masking.state_dict()["_extra_state"]["generator_state"], before)
+    assert torch.equal(masking.state_dict()["generator_state"], before)
     assert masking.epoch == 0.0
 
 
@@ -216,9 +218,17 @@ def test_cluster_masking_fixed_threshold_refuses_nan_state() -> None:
     masking = ClusterMasking(4, threshold=0.5)
     with pytest.raises(RuntimeError, match="fixed threshold"):
         masking.load_state_dict(
-            {"threshold": torch.tensor(float("nan")), "_extra_state": {"generator_state": None}}
+            {"threshold": torch.tensor(float("nan")), "epoch": torch.tensor(0.0)}
         )
     assert float(masking.threshold) == 0.5
-    # A state dict from before the generator was saved still loads (no generator here).
+    # A state dict from before the epoch and generator were saved still loads.
     masking.load_state_dict({"threshold": torch.tensor(0.25)})
+    assert float(masking.threshold) == 0.25
+    seeded = ClusterMasking(4, threshold=0.5, generator=torch.Generator().manual_seed(0))
+    seeded.load_state_dict({"threshold": torch.tensor(0.25)})
+    assert float(seeded.threshold) == 0.25
+    # ... and a seeded run's state loads into an unseeded module (nothing to restore).
+    ClusterMasking(4, threshold=0.5).load_state_dict(seeded.state_dict())
+    with pytest.raises(RuntimeError, match="epoch"):
+        masking.load_state_dict({"threshold": torch.tensor(0.5), "epoch": torch.tensor(-1.0)})
     assert float(masking.threshold) == 0.25

@@ -8,7 +8,8 @@ never turns into a silent broadcast or a NaN further down.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -26,6 +27,7 @@ __all__ = [
     "check_same_device",
     "check_same_shape",
     "check_shape",
+    "check_state_dict",
     "check_tensor",
 ]
 
@@ -222,3 +224,50 @@ def _bounds(
     lo = "[" if low_inclusive else "("
     hi = "]" if high_inclusive else ")"
     return f" in {lo}{low}, {high}{hi}"
+
+
+def check_state_dict(
+    owner: str,
+    expected: Mapping[str, Any],
+    state_dict: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    optional: Sequence[str] = (),
+) -> None:
+    """Check a state dict against a module's own before anything is copied.
+
+    ``torch.nn.Module.load_state_dict`` copies every entry it can and raises at the end,
+    leaving a module half loaded; a stateful vlp module calls this first, so that a load
+    that fails changes nothing. Raises ``RuntimeError`` (what torch raises) listing every
+    missing or unexpected key (when ``strict``) and every tensor whose shape differs.
+
+    Args:
+        owner: the module's class name, for the message.
+        expected: the module's own entries (``module.state_dict(keep_vars=True)``).
+        state_dict: the entries to load.
+        strict: also require the same keys.
+        optional: keys that may be missing even when ``strict``.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+    errors = []
+    if strict:
+        missing = [k for k in expected if k not in state_dict and k not in optional]
+        unexpected = [k for k in state_dict if k not in expected]
+        if missing:
+            errors.append(f"missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            more = " ..." if len(unexpected) > 5 else ""
+            errors.append(f"unexpected key(s) {unexpected[:5]}{more}")
+    for key, own in expected.items():
+        if key not in state_dict or not isinstance(own, torch.Tensor):
+            continue
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor):
+            errors.append(f"{key} must be a tensor, got {type(value).__name__}")
+        elif value.shape != own.shape:
+            errors.append(f"{key} must have shape {tuple(own.shape)}, got {tuple(value.shape)}")
+    if errors:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {owner} (nothing was loaded): " + "; ".join(errors)
+        )

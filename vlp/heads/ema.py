@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from vlp._checks import check_state_dict
 
 __all__ = ["EMATeacher", "cosine_momentum", "ema_update"]
 
@@ -228,6 +231,18 @@ class EMATeacher(nn.Module):
         super().train(mode)
         self.module.eval()
         return self
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load a checkpoint; one with a missing, unexpected or misshapen entry changes nothing.
+
+        The teacher's weights are its whole state (the momentum schedule reads the
+        ``step`` you pass), so a resumed run's teacher equals the uninterrupted one's.
+        """
+        own = self.state_dict(keep_vars=True)
+        check_state_dict(type(self).__name__, own, state_dict, strict=strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def extra_repr(self) -> str:
         """Show the momentum configuration."""

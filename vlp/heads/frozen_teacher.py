@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_tensor
+from vlp._checks import check_state_dict, check_tensor
 
 __all__ = ["FrozenTeacher"]
 
@@ -39,7 +39,11 @@ class FrozenTeacher(nn.Module):
     The wrapped model is a submodule: by default its weights are in the parent's
     ``state_dict`` (under ``<name>.model.``), so a checkpoint restores the teacher too;
     ``persistent=False`` leaves them out. They move with ``.to()`` either way. The cache
-    is not in the ``state_dict``; it moves and casts with the module.
+    is in the ``state_dict`` too with ``cache=True`` (``cache_ids`` and ``cache_features``
+    tensors), so
+    a resumed run reuses the features an uninterrupted one would; it moves and casts with
+    the module. A ``load_state_dict`` that fails (a missing, unexpected or misshapen
+    entry, or a malformed cache) changes nothing.
 
     ``forward(inputs)`` returns ``normalize(feature_fn(model, inputs))`` of shape
     ``(B, E)``. With ``cache=True`` and ``sample_ids``, features are stored per id and
@@ -155,6 +159,70 @@ class FrozenTeacher(nn.Module):
                 self._cache[ids[k]] = row.clone()
         return torch.stack([self._cache[i] for i in ids])
 
+    def _save_to_state_dict(
+        self, destination: dict[str, Any], prefix: str, keep_vars: bool
+    ) -> None:
+        # The cache as two tensors (safetensors can store them): ids and their features.
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not self.use_cache:
+            return
+        ids = list(self._cache)
+        features = torch.stack([self._cache[i] for i in ids]) if ids else torch.zeros(0, 0)
+        destination[prefix + "cache_ids"] = torch.tensor(ids, dtype=torch.int64)
+        destination[prefix + "cache_features"] = features
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        keys = (prefix + "cache_ids", prefix + "cache_features")
+        cache: dict[int, torch.Tensor] | None = None
+        if any(k in state_dict for k in keys):
+            try:
+                cache = _loaded_cache(state_dict.get(keys[0]), state_dict.get(keys[1]))
+            except (TypeError, ValueError) as err:
+                error_msgs.append(str(err))
+                return
+        errors = len(error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        for key in keys:  # not buffers: torch calls them unexpected
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+        # A checkpoint from before the cache was saved leaves the cache as it is.
+        if cache is not None and len(error_msgs) == errors:
+            self._cache = cache
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load a checkpoint; one with a missing, unexpected or misshapen entry changes nothing."""
+        cache_keys = ("cache_ids", "cache_features")
+        own = {k: v for k, v in self.state_dict(keep_vars=True).items() if k not in cache_keys}
+        optional: list[str] = []
+        if not self.persistent:
+            weights = {f"model.{k}": v for k, v in self.model.state_dict(keep_vars=True).items()}
+            own.update(weights)
+            optional += list(weights)
+        given = {k: v for k, v in state_dict.items() if k not in cache_keys}
+        check_state_dict(type(self).__name__, own, given, strict=strict, optional=optional)
+        if any(k in state_dict for k in cache_keys):
+            try:
+                _loaded_cache(state_dict.get("cache_ids"), state_dict.get("cache_features"))
+            except (TypeError, ValueError) as err:
+                raise RuntimeError(
+                    f"Error(s) in loading state_dict for {type(self).__name__} (nothing was "
+                    f"loaded): {err}"
+                ) from err
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def clear_cache(self) -> None:
         """Drop every cached feature."""
         self._cache.clear()
@@ -166,6 +234,22 @@ class FrozenTeacher(nn.Module):
     def extra_repr(self) -> str:
         """Show the options."""
         return f"normalize={self.normalize}, cache={self.use_cache}, persistent={self.persistent}"
+
+
+def _loaded_cache(ids: object, features: object) -> dict[int, torch.Tensor]:
+    if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.dim() != 1:
+        raise ValueError(f"FrozenTeacher cache_ids must be a 1-D int64 tensor, got {ids!r:.80}")
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ValueError(
+            f"FrozenTeacher cache_features must be a (N, E) tensor, got {features!r:.80}"
+        )
+    if features.shape[0] != ids.numel():
+        raise ValueError(
+            f"FrozenTeacher cache_features has {features.shape[0]} rows for {ids.numel()} cache_ids"
+        )
+    if torch.unique(ids).numel() != ids.numel():
+        raise ValueError("FrozenTeacher cache_ids must be distinct")
+    return dict(zip(ids.tolist(), features.unbind(0)))
 
 
 def _drop_model_entries(

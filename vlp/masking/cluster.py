@@ -393,9 +393,10 @@ class ClusterMasking(nn.Module):
     threshold stays uncalibrated (the next call tries again). ``calibrate="every_batch"``
     uses such a ``tau`` for that batch only.
 
-    ``state_dict()`` holds the threshold and the generator's state (when a ``generator``
-    is given), so a resumed run draws the same masks as an uninterrupted one; a
-    ``load_state_dict`` that fails leaves the module unchanged.
+    ``state_dict()`` holds the threshold, the epoch and the generator's state (when a
+    ``generator`` is given), all tensors (safetensors can store them), so a resumed run
+    draws the same masks as an uninterrupted one; a ``load_state_dict`` that fails leaves
+    the module unchanged.
 
     Paper: Wei et al., "Efficient Vision-Language Pre-training by Cluster Masking",
     CVPR 2024 (defaults: 3% anchors, target ratio 0.5, floor 0.3).
@@ -507,47 +508,40 @@ class ClusterMasking(nn.Module):
             "code runs threshold=0.5)."
         )
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The generator state (``None`` without a generator) and the epoch, for ``state_dict``."""
-        state = None if self.generator is None else self.generator.get_state()
-        return {"generator_state": state, "epoch": self.epoch}
-
-    def set_extra_state(self, state: object) -> None:
-        """Restore the generator's state and the epoch saved by :meth:`get_extra_state`."""
-        gen_state = self._check_extra_state(state)
-        if gen_state is not None and self.generator is not None:
-            self.generator.set_state(gen_state)
-        assert isinstance(state, dict)
-        if "epoch" in state:
-            self.epoch = float(state["epoch"])
-
-    def _check_extra_state(self, state: object) -> torch.Tensor | None:
-        if not isinstance(state, dict) or "generator_state" not in state:
-            raise ValueError(
-                "ClusterMasking extra state must be a dict with a 'generator_state' entry, "
-                f"got {state!r:.80}"
-            )
-        if "epoch" in state:
-            epoch = state["epoch"]
-            if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
-                raise TypeError(f"ClusterMasking epoch must be a float, got {epoch!r:.40}")
-            embedding_weight(epoch, self.embed_ramp_epochs)  # validates it
-        gen_state = state["generator_state"]
-        if gen_state is None:
-            return None
-        if not isinstance(gen_state, torch.Tensor) or gen_state.dtype != torch.uint8:
-            raise TypeError(
-                "ClusterMasking generator_state must be a torch.uint8 tensor, got "
-                f"{type(gen_state).__name__}"
-            )
+    def _save_to_state_dict(
+        self, destination: dict[str, Any], prefix: str, keep_vars: bool
+    ) -> None:
+        # Tensors only, so that safetensors can store the state dict.
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "epoch"] = torch.tensor(self.epoch, dtype=torch.float64)
         if self.generator is not None:
-            # Validate on a scratch generator first, so that a bad state changes nothing.
-            probe = torch.Generator(device=self.generator.device)
-            try:
-                probe.set_state(gen_state)
-            except RuntimeError as err:
-                raise ValueError(f"ClusterMasking generator_state is invalid: {err}") from err
-        return gen_state
+            destination[prefix + "generator_state"] = self.generator.get_state()
+
+    def _check_loaded_epoch(self, value: object) -> float | None:
+        if value is None:
+            return None
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or value.is_complex():
+            raise ValueError(
+                f"ClusterMasking epoch must be a real scalar tensor, got {value!r:.60}"
+            )
+        epoch = float(value)
+        embedding_weight(epoch, self.embed_ramp_epochs)  # validates it (finite, >= 0)
+        return epoch
+
+    def _check_loaded_generator_state(self, value: object) -> torch.Tensor | None:
+        if value is None or self.generator is None:
+            return None
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8:
+            raise TypeError(
+                f"ClusterMasking generator_state must be a torch.uint8 tensor, got {value!r:.60}"
+            )
+        # Try it on a scratch generator first, so that a bad state changes nothing.
+        probe = torch.Generator(device=self.generator.device)
+        try:
+            probe.set_state(value)
+        except RuntimeError as err:
+            raise ValueError(f"ClusterMasking generator_state is invalid: {err}") from err
+        return value
 
     def _load_from_state_dict(
         self,
@@ -559,7 +553,7 @@ class ClusterMasking(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        # All or nothing: check the threshold and the extra state before copying either.
+        # All or nothing: check every entry of this module before copying any.
         key = prefix + "threshold"
         if key in state_dict:
             value = state_dict[key]
@@ -570,18 +564,28 @@ class ClusterMasking(nn.Module):
             if self.fixed and bool(torch.isnan(value)):
                 error_msgs.append(f"{key} is NaN but this ClusterMasking has a fixed threshold")
                 return
-        extra = prefix + "_extra_state"
-        if extra in state_dict:
-            try:
-                self._check_extra_state(state_dict[extra])
-            except (TypeError, ValueError) as err:
-                error_msgs.append(str(err))
-                return
+        epoch_key, gen_key = prefix + "epoch", prefix + "generator_state"
+        try:
+            epoch = self._check_loaded_epoch(state_dict.get(epoch_key))
+            gen_state = self._check_loaded_generator_state(state_dict.get(gen_key))
+        except (TypeError, ValueError) as err:
+            error_msgs.append(str(err))
+            return
+        errors = len(error_msgs)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        if self.generator is None and extra in missing_keys:
-            missing_keys.remove(extra)  # nothing to restore: older state dicts load
+        if len(error_msgs) > errors:
+            return
+        # Not buffers: torch calls them unexpected. State dicts without them (older ones)
+        # load and leave the epoch and the generator as they are.
+        for extra in (epoch_key, gen_key):
+            if extra in unexpected_keys:
+                unexpected_keys.remove(extra)
+        if epoch is not None:
+            self.epoch = epoch
+        if gen_state is not None and self.generator is not None:
+            self.generator.set_state(gen_state)
         # A loaded NaN means "not calibrated yet"; anything else is kept as is.
         self._calibrated = self.fixed
 
