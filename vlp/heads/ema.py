@@ -9,6 +9,13 @@ COSMOS (Kim et al., CVPR 2025) keeps an EMA copy of the whole student,
 the step (a one-step lag behind the usual "EMA after the step"). For parity, call
 ``ema_update`` / ``EMATeacher.update`` between ``backward()`` and ``step()``; calling it
 after the step is the common alternative (timm, DINO) and differs only by that lag.
+
+**FSDP2.** A student sharded with ``torch.distributed.fsdp.fully_shard`` holds ``DTensor``
+shards. Build the teacher *before* sharding the student (FSDP modules cannot be
+deep-copied), then either shard the teacher the same way (``fully_shard(teacher.module,
+reshard_after_forward=True)``: each rank keeps and updates only its shard, no
+communication) or leave it whole on every rank (each update all-gathers the student's
+parameters). See ``docs/distributed.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from vlp._checks import check_state_dict
@@ -143,8 +151,79 @@ def ema_update(
             t.copy_(s)
     if not t_params:
         return
+    t_params, s_params = _local_pairs(teacher, student, t_params, s_params)
     # lerp(t, s, w) = t + w (s - t) = (1 - w) t + w s with w = 1 - m.
     torch._foreach_lerp_(t_params, [s.detach() for s in s_params], 1.0 - momentum)
+
+
+def _dtensor_type() -> type | None:
+    if not dist.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def _fsdp_module_type() -> type | None:
+    if not dist.is_available():
+        return None
+    from torch.distributed.fsdp import FSDPModule
+
+    return FSDPModule
+
+
+def _local_pairs(
+    teacher: nn.Module,
+    student: nn.Module,
+    t_params: list[torch.Tensor],
+    s_params: list[torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Plain tensors to lerp: local shards of sharded pairs, a whole student otherwise.
+
+    FSDP2 (``fully_shard``) keeps parameters as ``DTensor`` shards. A sharded teacher of
+    a sharded student updates its local shard from the student's (no communication); a
+    whole teacher of a sharded student all-gathers the student's parameter (every rank
+    must call the update).
+    """
+    dtensor = _dtensor_type()
+    if dtensor is None or not any(isinstance(p, dtensor) for p in (*t_params, *s_params)):
+        return t_params, s_params
+    fsdp_module = _fsdp_module_type()
+    if fsdp_module is not None:
+        # A sharded root may still hold gathered parameters after a forward (FSDP2
+        # keeps the root unsharded by default): update the shards, not those.
+        sharded: list[Any] = [
+            m for m in (*teacher.modules(), *student.modules()) if isinstance(m, fsdp_module)
+        ]
+        for module in sharded:
+            module.reshard()
+        t_params, s_params = list(teacher.parameters()), list(student.parameters())
+    out_t: list[torch.Tensor] = []
+    out_s: list[torch.Tensor] = []
+    pairs: list[tuple[Any, Any]] = list(zip(t_params, s_params))  # DTensor attributes below
+    for index, (t, s) in enumerate(pairs):
+        t_sharded, s_sharded = isinstance(t, dtensor), isinstance(s, dtensor)
+        if t_sharded and s_sharded:
+            if t.placements != s.placements or t.device_mesh != s.device_mesh:
+                raise ValueError(
+                    f"parameter {index} is sharded differently in teacher and student: "
+                    f"teacher {t.placements} on {t.device_mesh}, student {s.placements} on "
+                    f"{s.device_mesh}; shard both with the same fully_shard arguments"
+                )
+            out_t.append(t.to_local())
+            out_s.append(s.to_local())
+        elif s_sharded:
+            out_t.append(t)
+            out_s.append(s.full_tensor())
+        elif t_sharded:
+            raise ValueError(
+                f"parameter {index} is sharded in the teacher but not in the student; "
+                "shard the student too, or keep the teacher whole"
+            )
+        else:
+            out_t.append(t)
+            out_s.append(s)
+    return out_t, out_s
 
 
 class EMATeacher(nn.Module):
@@ -198,6 +277,13 @@ class EMATeacher(nn.Module):
         if not isinstance(copy_buffers, bool):
             raise TypeError(f"copy_buffers must be a bool, got {type(copy_buffers).__name__}")
         self.copy_buffers = copy_buffers
+        fsdp_module = _fsdp_module_type()
+        if fsdp_module is not None and any(isinstance(m, fsdp_module) for m in student.modules()):
+            raise ValueError(
+                "student is already sharded with fully_shard, which cannot be deep-copied: "
+                "build the EMATeacher before fully_shard(student), then shard "
+                "teacher.module the same way (or keep it whole); see docs/distributed.md"
+            )
         self.module = copy.deepcopy(student)
         self.module.requires_grad_(False)
         self.module.eval()

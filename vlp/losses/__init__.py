@@ -6,6 +6,7 @@ configuration or learnable parameters.
 - Contrastive: :func:`clip_loss`, :func:`siglip_loss`, :func:`multiview_clip_loss`.
 - Hard negatives: :func:`negclip_loss`, :func:`hard_negative_loss`,
   :func:`local_hard_negative_loss`, :func:`scr_loss`, :func:`fsc_clip_loss` (FSC-CLIP).
+- Gradient caching: :class:`GradCache` (exact full-batch gradients, micro-batched encoders).
 - Distillation: :func:`cosmos_distillation_loss` (COSMOS),
   :func:`contrastive_distillation_loss`, :func:`feature_distillation_loss` and
   :func:`ssmke_loss` (S-SMKE).
@@ -27,6 +28,7 @@ from vlp.losses.distill import (
     ssmke_loss,
 )
 from vlp.losses.fsc_clip import FSCCLIPLoss, FSCCLIPLossOutput, fsc_clip_loss
+from vlp.losses.grad_cache import GradCache
 from vlp.losses.hard_negative import hard_negative_loss
 from vlp.losses.local_hard_negative import local_hard_negative_loss
 from vlp.losses.negclip import negclip_loss
@@ -42,6 +44,7 @@ __all__ = [
     "ContrastiveDistillationOutput",
     "FSCCLIPLoss",
     "FSCCLIPLossOutput",
+    "GradCache",
     "SSMKELossOutput",
     "SigLipLoss",
     "clip_loss",
