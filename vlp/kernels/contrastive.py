@@ -20,12 +20,13 @@ tiled log-sum-exp; SigLIP (Zhai et al., 2023, Eq. 1) for the sigmoid loss.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from vlp import _checks
-from vlp.kernels._dispatch import no_autocast, resolve_backend, triton_interpret_upcast
+from vlp.kernels._dispatch import no_autocast, resolve_backend
+from vlp.kernels._precision import device_guard, kernel_flags
 
 __all__ = ["tiled_logsumexp", "tiled_sigmoid_loss"]
 
@@ -54,6 +55,11 @@ def _validate(
     for name, t in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
         if t is not None and (not isinstance(t, torch.Tensor) or t.numel() != 1):
             raise ValueError(f"{name} must be a scalar tensor, got {t!r}")
+    _checks.check_same_device(("a", a), ("b", b))
+    for name, t in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if t is not None and t.device != a.device:
+            # A kernel would read a host pointer on the GPU (or the reverse).
+            raise ValueError(f"{name} must be on the features' device {a.device}, got {t.device}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
@@ -173,8 +179,7 @@ class _TiledLSE(torch.autograd.Function):
         use_triton: bool,
     ) -> torch.Tensor:
         if use_triton:
-            lse_row = _triton_lse(a, b, scale, bias)
-            lse_col = _triton_lse(b, a, scale, bias) if col_weight != 0.0 else lse_row[:0]
+            lse_row, lse_col = lse_forward_triton(a, b, scale, bias, col_weight != 0.0)
         else:
             lse_row, lse_col = _torch_lse_forward(a, b, scale, bias, chunk, col_weight != 0.0)
         ctx.save_for_backward(a, b, scale, bias, lse_row, lse_col)
@@ -197,8 +202,9 @@ class _TiledLSE(torch.autograd.Function):
         a, b, scale, bias, lse_row, lse_col = ctx.saved_tensors
         row_w, col_w = ctx.weights
         if ctx.use_triton:
-            grad_a, dot_sum = _triton_lse_grad(a, b, scale, bias, lse_row, lse_col, row_w, col_w)
-            grad_b, _ = _triton_lse_grad(b, a, scale, bias, lse_col, lse_row, col_w, row_w)
+            grad_a, grad_b, dot_sum = lse_backward_triton(
+                a, b, scale, bias, lse_row, lse_col, row_w, col_w
+            )
         else:
             grad_a, grad_b, dot_sum = _torch_lse_backward(
                 a, b, scale, bias, lse_row, lse_col, row_w, col_w, ctx.chunk
@@ -352,12 +358,12 @@ class _TiledSigmoid(torch.autograd.Function):
         use_triton: bool,
     ) -> torch.Tensor:
         if use_triton:
-            loss, grad_a, dot_sum, g_sum = _triton_sigmoid(
-                a, b, scale, bias, row_ids, col_ids, weight, with_loss=True
+            with_grad = any(ctx.needs_input_grad[:4])
+            loss, grad_a, grad_b, dot_sum, g_sum = sigmoid_forward_triton(
+                a, b, scale, bias, row_ids, col_ids, with_grad
             )
-            _, grad_b, _, _ = _triton_sigmoid(
-                b, a, scale, bias, col_ids, row_ids, weight, with_loss=False
-            )
+            loss, grad_a, grad_b = loss * weight, grad_a * weight, grad_b * weight
+            dot_sum, g_sum = dot_sum * weight, g_sum * weight
         else:
             loss, grad_a, grad_b, dot_sum, g_sum = _torch_sigmoid_forward(
                 a, b, scale, bias, row_ids, col_ids, weight, chunk
@@ -433,6 +439,9 @@ def tiled_sigmoid_loss(
     _checks.check_shape("col_ids", cid, (m,))
     if rid.is_floating_point() or cid.is_floating_point():
         raise TypeError("row_ids and col_ids must be integer tensors")
+    for name, t in (("row_ids", rid), ("col_ids", cid)):
+        if t.device != a.device:
+            raise ValueError(f"{name} must be on the features' device {a.device}, got {t.device}")
     use_triton = _resolve(backend, a, b, "tiled_sigmoid_loss")
     w = 1.0 / n if weight is None else float(weight)
     out: torch.Tensor = _TiledSigmoid.apply(a, b, scale, bias, rid, cid, w, chunk_size, use_triton)
@@ -440,11 +449,12 @@ def tiled_sigmoid_loss(
 
 
 # ----------------------------------------------------------------------------------------
-# Triton kernels (imported lazily)
+# Triton launchers. Each is callable on its own (the autograd.Functions above only wrap
+# them), takes and returns tensors only, and launches under a device guard.
 # ----------------------------------------------------------------------------------------
 
 
-def triton_cdiv(x: int, y: int) -> int:
+def _cdiv(x: int, y: int) -> int:
     return -(-x // y)
 
 
@@ -452,11 +462,66 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def _tile_sizes(n: int, m: int, d: int) -> tuple[int, int, int]:
-    bm = min(64, max(16, _next_pow2(n)))
-    bn = min(64, max(16, _next_pow2(m)))
-    bd = min(64, max(16, _next_pow2(d)))
-    return bm, bn, bd
+class LaunchConfig(NamedTuple):
+    """Tiles and grid of one contrastive kernel launch (also read by the compile report)."""
+
+    bm: int  # rows per program
+    bn: int  # columns per tile
+    bd: int  # feature block (a tail of 16-wide blocks covers D % bd)
+    num_warps: int
+    num_stages: int
+    row_blocks: int
+    splits: int  # column splits: grid = (row_blocks, splits)
+    cols_per_split: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.row_blocks, self.splits)
+
+
+#: GPU tiles (BM, BN, BD, warps, stages) per kernel and operand width. Forward tiles are
+#: large (one product per tile); backward/sigmoid tiles hold the logits tile and two
+#: gradient blocks at once. Checked for sm_80/sm_90 shared memory and spills by
+#: ``python -m benchmarks.compile_report``.
+_TILES: dict[tuple[str, int], tuple[int, int, int, int, int]] = {
+    ("lse_fwd", 2): (128, 128, 64, 8, 3),
+    ("lse_fwd", 4): (64, 64, 32, 4, 3),
+    ("lse_bwd", 2): (64, 64, 64, 4, 2),
+    ("lse_bwd", 4): (64, 64, 32, 4, 2),
+    ("sigmoid_fwd", 2): (64, 64, 64, 4, 2),
+    ("sigmoid_fwd", 4): (64, 64, 32, 4, 2),
+}
+
+#: Programs per SM the column split aims for; the interpreter pretends to have 4 SMs.
+_PROGRAMS_PER_SM = 2
+_INTERPRETER_SMS = 4
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (a fixed 4 for the interpreter on CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    return _INTERPRETER_SMS
+
+
+def launch_config(
+    kernel: str, n: int, m: int, d: int, dtype: torch.dtype, sms: int
+) -> LaunchConfig:
+    """The tiles and grid the launchers use for ``kernel`` on an (N, D) x (M, D) problem.
+
+    The grid covers row blocks and column splits, so a small local batch against a large
+    gathered one still gives about ``2 * sms`` programs (partial results are merged).
+    """
+    width = 4 if dtype == torch.float32 else 2
+    bm, bn, bd, warps, stages = _TILES[(kernel, width)]
+    bm = min(bm, max(16, _next_pow2(n)))
+    bn = min(bn, max(16, _next_pow2(m)))
+    bd = min(bd, max(16, _next_pow2(d)))
+    row_blocks, col_blocks = _cdiv(n, bm), _cdiv(m, bn)
+    splits = min(col_blocks, max(1, _cdiv(_PROGRAMS_PER_SM * sms, row_blocks)))
+    per_split = _cdiv(col_blocks, splits)
+    splits = _cdiv(col_blocks, per_split)
+    return LaunchConfig(bm, bn, bd, warps, stages, row_blocks, splits, per_split * bn)
 
 
 def _kernels() -> Any:
@@ -465,28 +530,60 @@ def _kernels() -> Any:
     return _contrastive_triton
 
 
-def _launch_flags(a: torch.Tensor) -> dict[str, bool]:
-    return {"UPCAST": triton_interpret_upcast(a.dtype), "IEEE": a.dtype == torch.float32}
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _triton_lse(
-    a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    k = _kernels()
-    a, b = a.contiguous(), b.contiguous()
+def _scalar32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(1).to(torch.float32)
+
+
+def _launch_kwargs(cfg: LaunchConfig, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "BM": cfg.bm, "BN": cfg.bn, "BD": cfg.bd, "num_warps": cfg.num_warps,
+        "num_stages": cfg.num_stages, **kernel_flags(dtype),
+    }  # fmt: skip
+
+
+def lse_forward_triton(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    with_cols: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row (and column) log-sum-exps of ``scale * a @ b.T + bias`` in one pass.
+
+    Args:
+        a: (N, D) fp32/fp16/bf16 features.
+        b: (M, D) features, same dtype and device.
+        scale: scalar tensor on the same device.
+        bias: scalar tensor on the same device.
+        with_cols: also return the column log-sum-exps (else an empty tensor).
+
+    Returns:
+        ``(lse_row (N,), lse_col (M,) or (0,))`` in float32.
+    """
+    a, b = _rows(a), _rows(b)
     n, d = a.shape
     m = b.shape[0]
-    bm, bn, bd = _tile_sizes(n, m, d)
-    out = torch.empty(n, dtype=torch.float32, device=a.device)
-    grid = (triton_cdiv(n, bm),)
-    k.lse_fwd[grid](
-        a, b, out, scale.float(), bias.float(), n, m, d, a.stride(0), b.stride(0),
-        BM=bm, BN=bn, BD=bd, **_launch_flags(a),
-    )  # fmt: skip
-    return out
+    cfg = launch_config("lse_fwd", n, m, d, a.dtype, sm_count(a.device))
+    row_part = torch.empty((cfg.splits, n), dtype=torch.float32, device=a.device)
+    col_part = torch.empty(
+        (cfg.row_blocks, m) if with_cols else (1, 1), dtype=torch.float32, device=a.device
+    )
+    with device_guard(a):
+        _kernels().lse_fwd[cfg.grid](
+            a, b, row_part, col_part, _scalar32(scale), _scalar32(bias),
+            n, m, d, a.stride(0), b.stride(0), cfg.cols_per_split,
+            HAS_COL=with_cols, **_launch_kwargs(cfg, a.dtype),
+        )  # fmt: skip
+    lse_row = torch.logsumexp(row_part, dim=0)
+    lse_col = torch.logsumexp(col_part, dim=0) if with_cols else row_part.new_empty(0)
+    return lse_row, lse_col
 
 
-def _triton_lse_grad(
+def lse_backward_triton(
     a: torch.Tensor,
     b: torch.Tensor,
     scale: torch.Tensor,
@@ -495,53 +592,67 @@ def _triton_lse_grad(
     lse_col: torch.Tensor,
     row_weight: float,
     col_weight: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    k = _kernels()
-    a, b = a.contiguous(), b.contiguous()
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradient products of ``row_weight * sum lse_row + col_weight * sum lse_col``.
+
+    With ``dS = row_weight * softmax_rows(S) + col_weight * softmax_cols(S)`` (recomputed
+    once per tile), returns ``(dS @ b (N, D), dS.T @ a (M, D), sum_ij dS_ij (a_i . b_j))``
+    in float32; the caller multiplies by ``grad_out * scale``.
+    """
+    a, b = _rows(a), _rows(b)
     n, d = a.shape
     m = b.shape[0]
-    bm, bn, bd = _tile_sizes(n, m, d)
-    bdo = min(64, max(16, _next_pow2(d)))
-    grid = (triton_cdiv(n, bm), triton_cdiv(d, bdo))
-    grad = torch.empty((n, d), dtype=torch.float32, device=a.device)
-    dot = torch.empty((grid[1], n), dtype=torch.float32, device=a.device)
+    cfg = launch_config("lse_bwd", n, m, d, a.dtype, sm_count(a.device))
+    grad_a = torch.zeros((n, d), dtype=torch.float32, device=a.device)
+    grad_b = torch.zeros((m, d), dtype=torch.float32, device=a.device)
+    dot = torch.empty((cfg.splits, n), dtype=torch.float32, device=a.device)
     has_row, has_col = row_weight != 0.0, col_weight != 0.0
     dummy = torch.zeros(1, dtype=torch.float32, device=a.device)
-    k.lse_bwd[grid](
-        a, b, lse_row if has_row else dummy, lse_col if has_col else dummy, grad, dot,
-        scale.float(), bias.float(), float(row_weight), float(col_weight), n, m, d,
-        a.stride(0), b.stride(0), grad.stride(0),
-        BM=bm, BN=bn, BD=bd, BDO=bdo, HAS_ROW=has_row, HAS_COL=has_col, **_launch_flags(a),
-    )  # fmt: skip
-    # Every d-block program recomputed the same per-row dot products; keep the first.
-    return grad, dot[0].sum()
+    with device_guard(a):
+        _kernels().lse_bwd[cfg.grid](
+            a, b, lse_row if has_row else dummy, lse_col if has_col else dummy,
+            grad_a, grad_b, dot, _scalar32(scale), _scalar32(bias),
+            float(row_weight), float(col_weight), n, m, d,
+            a.stride(0), b.stride(0), grad_a.stride(0), grad_b.stride(0), cfg.cols_per_split,
+            HAS_ROW=has_row, HAS_COL=has_col, **_launch_kwargs(cfg, a.dtype),
+        )  # fmt: skip
+    return grad_a, grad_b, dot.sum()
 
 
-def _triton_sigmoid(
+def sigmoid_forward_triton(
     a: torch.Tensor,
     b: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor,
     row_ids: torch.Tensor,
     col_ids: torch.Tensor,
-    weight: float,
-    *,
-    with_loss: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    k = _kernels()
-    a, b = a.contiguous(), b.contiguous()
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SigLIP loss ``-sum_ij log sigmoid(z_ij S_ij)`` and its gradient products, one pass.
+
+    Returns ``(loss, dS @ b (N, D), dS.T @ a (M, D), sum_ij dS_ij (a_i . b_j),
+    sum_ij dS_ij)`` in float32, ``dS = dloss/dS``; with ``with_grad=False`` only the loss
+    is computed (one product per tile instead of three) and the rest are empty.
+    """
+    a, b = _rows(a), _rows(b)
     n, d = a.shape
     m = b.shape[0]
-    bm, bn, bd = _tile_sizes(n, m, d)
-    bdo = min(64, max(16, _next_pow2(d)))
-    grid = (triton_cdiv(n, bm), triton_cdiv(d, bdo))
-    grad = torch.empty((n, d), dtype=torch.float32, device=a.device)
-    parts = torch.empty((3, grid[1], n), dtype=torch.float32, device=a.device)
-    k.sigmoid_fwd[grid](
-        a, b, row_ids.contiguous(), col_ids.contiguous(), grad, parts[0], parts[1], parts[2],
-        scale.float(), bias.float(), n, m, d, a.stride(0), b.stride(0), grad.stride(0),
-        BM=bm, BN=bn, BD=bd, BDO=bdo, **_launch_flags(a),
-    )  # fmt: skip
-    w = weight
-    loss, dot, gsum = (parts[i, 0].sum() * w for i in range(3))
-    return loss, grad * w, dot, gsum
+    cfg = launch_config("sigmoid_fwd", n, m, d, a.dtype, sm_count(a.device))
+    shape_a, shape_b = ((n, d), (m, d)) if with_grad else ((0, d), (0, d))
+    grad_a = torch.zeros(shape_a, dtype=torch.float32, device=a.device)
+    grad_b = torch.zeros(shape_b, dtype=torch.float32, device=a.device)
+    parts = torch.empty(
+        (3 if with_grad else 1, cfg.splits, n), dtype=torch.float32, device=a.device
+    )
+    with device_guard(a):
+        _kernels().sigmoid_fwd[cfg.grid](
+            a, b, row_ids.contiguous(), col_ids.contiguous(), grad_a, grad_b, parts,
+            _scalar32(scale), _scalar32(bias), n, m, d, a.stride(0), b.stride(0),
+            max(1, grad_a.stride(0)), max(1, grad_b.stride(0)), cfg.cols_per_split,
+            WITH_GRAD=with_grad, **_launch_kwargs(cfg, a.dtype),
+        )  # fmt: skip
+    sums = parts.sum(dim=(1, 2))
+    empty = sums.new_zeros(())
+    if not with_grad:
+        return sums[0], grad_a, grad_b, empty, empty
+    return sums[0], grad_a, grad_b, sums[1], sums[2]
