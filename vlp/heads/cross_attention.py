@@ -136,8 +136,8 @@ class CrossAttentionPooler(nn.Module):
             ``(B, Q, D)`` or ``(B, D)`` (matching ``queries``), unit-norm rows if ``normalize``.
 
         Raises:
-            ValueError: on mismatched shapes or devices, empty inputs or a mask row hiding
-                every token.
+            ValueError: on mismatched shapes or devices, or empty inputs. (A mask row
+                hiding every token is allowed: that sample's attention output is zero.)
             TypeError: on non-floating inputs, a non-bool mask, or (outside autocast)
                 tokens and queries of different dtypes or inputs whose dtype is not the
                 parameters'.
