@@ -234,11 +234,12 @@ def test_open_clip_text_encoder_keeps_first_blocks(generator: torch.Generator) -
     ids[1, 5:] = 0
     with torch.no_grad():
         expected = _first_blocks_text(full, ids, 2)
-        encoder = OpenClipTextEncoder(copy.deepcopy(full), 2).eval()
+        encoder = OpenClipTextEncoder(copy.deepcopy(full), 2, causal=True).eval()
         tokens = encoder(ids)
         assert_close(tokens, expected)
         # Bidirectional: padded keys masked; changing padded ids leaves the text tokens alone.
-        bidi = OpenClipTextEncoder(copy.deepcopy(full), 2, causal=False).eval()
+        bidi = OpenClipTextEncoder(copy.deepcopy(full), 2).eval()  # the default
+        assert not bidi.causal
         other = ids.clone()
         other[1, 5:] = 7
         pad = ids == 0
@@ -260,7 +261,7 @@ def test_ssmke_student_end_to_end(generator: torch.Generator) -> None:
     assert img.x_interm.shape == (3, 64) and img.x.shape == (3, 16) and img.kd.shape == (3, 6)
     assert_close(img.x.norm(dim=-1), torch.ones(3))
     assert_close(txt.x_interm.norm(dim=-1), torch.ones(3))
-    # Changing the ids at padded positions changes nothing (causal tower + padding mask).
+    # Changing the ids at padded positions changes nothing (padded keys are masked).
     other = ids.clone()
     other[:, 6:] = 9
     again = model.encode_text(other, ids == 0)
@@ -376,7 +377,7 @@ def test_load_text_tower_from_a_full_open_clip_checkpoint(
         x = clip.token_embedding(ids) + clip.positional_embedding
         for blk in clip.transformer.resblocks[:2]:
             x = blk(x, attn_mask=clip.attn_mask)
-    encoder = OpenClipTextEncoder(_text(), 2).eval()
+    encoder = OpenClipTextEncoder(_text(), 2, causal=True).eval()  # as the checkpoint ran
     ignored = encoder.load_pretrained(tmp_path / "clip.safetensors")
     assert any(k.startswith("visual.") for k in ignored)
     assert "transformer.resblocks.2.ln_1.weight" in ignored
@@ -404,3 +405,22 @@ def test_load_pretrained_errors(tmp_path: Path) -> None:
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="must hold a state dict"):
         load_state_dict_file(tmp_path / "list.pt")
+
+
+def test_default_text_student_pools_a_caption_dependent_cls(generator: torch.Generator) -> None:
+    # S-SMKE pools the start token ("CLS") after the shared block. In a causal tower that token
+    # attends only to itself, so before the shared block it is the same for every caption; the
+    # default (bidirectional, like the paper's BERT student) makes it depend on the caption.
+    torch.manual_seed(0)
+    text = _text().eval()
+    ids = torch.randint(1, 50, (2, 8), generator=generator)
+    ids[:, 0] = 3  # the same start token, different captions after it
+    ids[0, 6:] = 0
+    assert not torch.equal(ids[0], ids[1])
+    with torch.no_grad():
+        default = build_ssmke(_vit(), copy.deepcopy(text), (2, 1), heads=2).eval()
+        cls = default.text_encoder(ids, ids == 0)[:, 0]
+        assert (cls[0] - cls[1]).abs().max() > 1e-3
+        causal = build_ssmke(_vit(), copy.deepcopy(text), (2, 1), heads=2, causal_text=True).eval()
+        cls = causal.text_encoder(ids, ids == 0)[:, 0]
+        assert torch.equal(cls[0], cls[1])  # the documented consequence of causal_text=True

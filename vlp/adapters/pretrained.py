@@ -202,10 +202,12 @@ class OpenClipTextEncoder(nn.Module):
     ``forward(ids, padding_mask)`` returns ``(B, T, D)`` tokens; the start-of-text
     token (index 0) plays the CLS token's part in the shared block.
 
-    With ``causal=True`` (the default: as the tower was pretrained) the tower's causal
-    mask is kept, so no token sees a later one and padding, which comes last, never
-    reaches a text token. With ``causal=False`` attention is bidirectional with padded
-    keys masked, the BERT-like setting of S-SMKE's text encoder.
+    With ``causal=False`` (the default) attention is bidirectional with padded keys masked,
+    the BERT-like setting of S-SMKE's text encoder: the start token sees the whole caption.
+    With ``causal=True`` the tower's causal mask is kept (as open_clip towers are
+    pretrained); then the start token attends only to itself, so its output is **the same
+    for every caption** and the shared block's CLS pooling must recover the caption from the
+    other tokens alone.
 
     Args:
         text: an ``open_clip.transformer.TextTransformer`` without an appended CLS
@@ -214,7 +216,7 @@ class OpenClipTextEncoder(nn.Module):
         causal: keep the causal mask (see above).
     """
 
-    def __init__(self, text: nn.Module, num_layers: int, *, causal: bool = True) -> None:
+    def __init__(self, text: nn.Module, num_layers: int, *, causal: bool = False) -> None:
         super().__init__()
         from open_clip.transformer import TextTransformer
 
@@ -237,7 +239,8 @@ class OpenClipTextEncoder(nn.Module):
         Args:
             ids: ``(B, T)`` integer ids, ``T <=`` the tower's context length.
             padding_mask: ``(B, T)`` bool, True at padding; used when ``causal=False``
-                (default ``ids == text.pad_id``).
+                (default ``ids == text.pad_id``). A caption must have at least one token
+                that is not padding.
 
         Returns:
             ``(B, T, D)`` tokens of the last kept block.

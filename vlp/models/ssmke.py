@@ -382,7 +382,7 @@ def build_ssmke(
     text: nn.Module,
     num_layers: int | tuple[int, int] = 6,
     *,
-    causal_text: bool = True,
+    causal_text: bool = False,
     heads: int = 12,
     mlp_ratio: float = 4.0,
     kd_dim: int | None = None,
@@ -401,7 +401,11 @@ def build_ssmke(
         text: an open_clip ``TextTransformer`` (see
             [`OpenClipTextEncoder`][vlp.adapters.OpenClipTextEncoder]).
         num_layers: layers kept from each encoder, or ``(image, text)``.
-        causal_text: keep the text tower's causal mask.
+        causal_text: keep the text tower's causal mask. The default, ``False``, runs the
+            truncated tower bidirectionally with padding masked, like the paper's BERT
+            student, so the start token that the shared block pools sees the caption.
+            With ``True`` that token attends only to itself and is identical for every
+            caption.
         heads: shared-block heads.
         mlp_ratio: shared-block MLP ratio.
         kd_dim: KD head output width (the teacher's); default the encoders' width.
