@@ -120,3 +120,116 @@ def test_load_lexicon_accepts_the_shipped_format(tmp_path: Path) -> None:
     path = tmp_path / "lexicon.json"
     path.write_text(json.dumps(lexicon_data()), encoding="utf-8")
     assert load_lexicon(path) is not None
+
+
+# --- load_state_dict_file: nothing dropped silently --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"ema": {"w": torch.ones(2)}},  # returned {} before
+        {"model": {"w": torch.ones(2)}, "w2": torch.ones(1)},  # kept only w2 before
+        {"w": torch.ones(2), "step": 3},
+    ],
+)
+def test_load_state_dict_file_refuses_non_tensor_entries(tmp_path: Path, content: dict) -> None:
+    from vlp.adapters import load_state_dict_file
+
+    path = tmp_path / "ckpt.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=r"ckpt\.pt.*are not tensors"):
+        load_state_dict_file(path)
+
+
+def test_load_state_dict_file_unwraps_and_keeps_everything(tmp_path: Path) -> None:
+    from vlp.adapters import load_state_dict_file
+
+    path = tmp_path / "ckpt.pt"
+    weights = {"a": torch.ones(2), "b": torch.zeros(3)}
+    torch.save({"state_dict": weights, "epoch": 3, "optimizer": {"lr": 0.1}}, path)
+    got = load_state_dict_file(path)
+    assert got.keys() == weights.keys()
+    assert all(torch.equal(got[k], v) for k, v in weights.items())
+    torch.save({"model": {"module": weights}}, path)
+    assert load_state_dict_file(path).keys() == weights.keys()
+
+
+# --- shapes data: sizes bounded ------------------------------------------------------------
+
+
+def test_generate_sample_bounds() -> None:
+    from vlp.data.shapes import generate_sample
+
+    with pytest.raises(ValueError, match=r"num_captions must lie in \[1, 64\], got 1000000"):
+        generate_sample(0, num_captions=10**6)
+    with pytest.raises(TypeError, match="num_captions must be an int"):
+        generate_sample(0, num_captions=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"image_size must lie in \[24, 2048\]"):
+        generate_sample(0, image_size=100_000)
+    sample = generate_sample(0, num_captions=64, image_size=24)
+    assert len(sample["captions"]) == 64
+
+
+# --- S-SMKE and COSMOS heads: errors name the argument ----------------------------------
+
+
+def test_shared_block_errors() -> None:
+    from vlp.models import SharedBlock
+
+    block = SharedBlock(8, 2)
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, 8\)"):
+        block(torch.randn(2, 3, 6))
+    with pytest.raises(TypeError, match=r"x must have the dtype of the module's parameters"):
+        block(x.double())
+    with pytest.raises(ValueError, match=r"x must not be empty"):
+        block(torch.randn(2, 0, 8))
+    meta = torch.zeros(2, 3, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match=r"key_padding must be on the device of x"):
+        block(x, meta)
+    with pytest.raises(ValueError, match="x must be on the module's device"):
+        block(x.to("meta"))
+    mask = torch.tensor([[False, False, True], [False, True, True]])
+    intermediate, out = block(x, mask)
+    assert torch.isfinite(out).all() and intermediate.shape == (2, 3, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the module
+        assert block(x.bfloat16())[1].shape == (2, 3, 8)
+
+
+def test_ssmke_head_errors() -> None:
+    from vlp.models import SSMKEHead
+
+    head = SSMKEHead(6, 8)
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 6\), got \(8, 5\)"):
+        head(torch.randn(8, 5))
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        head(torch.ones(8, 6, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"x must have the dtype of the module's parameters"):
+        head(torch.randn(8, 6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        head([[0.0] * 6])  # type: ignore[arg-type]
+    assert head(torch.randn(2, 4, 6)).shape == (2, 4, 8)
+
+
+def test_cosmos_head_errors() -> None:
+    from vlp.heads import COSMOSHead
+
+    head = COSMOSHead(8, image_token_dim=6, text_token_dim=5, num_heads=2)
+    image, text = torch.randn(2, 3, 8), torch.randn(2, 2, 8)
+    image_tokens, text_tokens = torch.randn(2, 4, 6), torch.randn(2, 7, 5)
+    with pytest.raises(ValueError, match=r"text_tokens must have shape \(B, S, 5\)"):
+        head(image, text, image_tokens, torch.randn(2, 7, 6))
+    with pytest.raises(ValueError, match=r"image_tokens must have shape \(B, S, 6\)"):
+        head(image, text, torch.randn(2, 4, 5), text_tokens)
+    with pytest.raises(TypeError, match="image_tokens must have the dtype of the module"):
+        head(image, text, image_tokens.double(), text_tokens)
+    with pytest.raises(ValueError, match="same batch size"):
+        head(image, text[:1], image_tokens, text_tokens)
+    with pytest.raises(ValueError, match=r"text must have shape \(B, V, D\) or \(B, D\)"):
+        head(image, text[0, 0], image_tokens, text_tokens)
+    meta = torch.zeros(2, 7, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match="key_padding_mask on meta"):
+        head(image, text, image_tokens, text_tokens, text_mask=meta)
+    image_x, text_x = head(image, text, image_tokens, text_tokens)
+    assert image_x.shape == (2, 3, 8) and text_x.shape == (2, 2, 8)

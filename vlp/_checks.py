@@ -19,6 +19,7 @@ __all__ = [
     "check_finite",
     "check_float",
     "check_floating",
+    "check_input_like",
     "check_int",
     "check_matrix",
     "check_nonempty",
@@ -270,4 +271,33 @@ def check_state_dict(
     if errors:
         raise RuntimeError(
             f"Error(s) in loading state_dict for {owner} (nothing was loaded): " + "; ".join(errors)
+        )
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # e.g. "meta": autocast has no dispatch key for it
+        return False
+
+
+def check_input_like(name: str, value: torch.Tensor, parameter: torch.Tensor) -> None:
+    """Check a module input against one of the module's parameters, before torch does.
+
+    The input must live on the parameter's device (a mask on the ``meta`` device would
+    otherwise be read as uninitialised memory) and, outside ``torch.autocast``, be
+    floating with the parameter's dtype; torch's own errors ("mat1 and mat2 must have
+    the same dtype") name neither the argument nor the fix.
+    """
+    check_tensor(name, value)
+    if value.device != parameter.device:
+        raise ValueError(
+            f"{name} must be on the module's device {parameter.device}, got {value.device}"
+        )
+    floating = value.is_floating_point() and parameter.is_floating_point()
+    if floating and value.dtype != parameter.dtype and not _autocast_on(value.device.type):
+        raise TypeError(
+            f"{name} must have the dtype of the module's parameters ({parameter.dtype}) "
+            f"outside autocast, got {value.dtype}; convert the module (.to({value.dtype})) "
+            "or run under torch.autocast"
         )

@@ -59,7 +59,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file holds no tensor mapping.
+        ValueError: if the file holds no tensor mapping, or one with non-tensor entries
+            besides the unwrapped weights (nothing is dropped silently).
     """
     path = Path(path)
     if not path.is_file():
@@ -79,7 +80,16 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         raise ValueError(
             f"{str(path)!r} must hold a state dict (name -> tensor), got {type(obj).__name__}"
         )
-    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    other = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if other:
+        # Dropping them would lose weights silently ({"model": {...}, "w2": t} kept only
+        # w2; {"ema": {...}} gave {}).
+        raise ValueError(
+            f"{str(path)!r} must hold a state dict (name -> tensor), possibly wrapped in a "
+            f"'state_dict', 'model' or 'module' entry; entries {other[:5]} are not tensors. "
+            "Load the file yourself and pass the state dict you mean to load_pretrained"
+        )
+    return {str(k): v for k, v in obj.items()}
 
 
 def load_pretrained(

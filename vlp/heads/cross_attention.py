@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_bool_mask, check_floating, check_same_device, check_shape
+from vlp._checks import (
+    check_bool_mask,
+    check_floating,
+    check_input_like,
+    check_same_device,
+    check_shape,
+)
 from vlp.kernels import Backend
 from vlp.kernels.attention import attention
 
@@ -177,6 +183,8 @@ class CrossAttentionPooler(nn.Module):
             )
         if key_padding_mask is not None:
             check_bool_mask("key_padding_mask", key_padding_mask, (batch, tokens.shape[1]))
+            check_same_device(("tokens", tokens), ("key_padding_mask", key_padding_mask))
+        check_input_like("queries", queries, self.ln_q.weight)
 
         heads, head_dim = self.num_heads, self.dim // self.num_heads
         w_q, w_kv, bias = self._projection_weights()
@@ -290,7 +298,34 @@ class COSMOSHead(nn.Module):
         Returns:
             ``(image_x, text_x)``: ``(B, V_i, D)`` cross-modal image features (crops that
             attended over the caption) and ``(B, V_t, D)`` cross-modal text features.
+
+        Raises:
+            ValueError: on token widths other than the mappings', a batch size that
+                differs between the inputs, or a device other than the parameters'.
+            TypeError: on non-floating tokens, or (outside autocast) tokens whose dtype
+                is not the parameters'.
         """
+        for name, tokens, mapping in (
+            ("image_tokens", image_tokens, self.image_token_mapping),
+            ("text_tokens", text_tokens, self.text_token_mapping),
+        ):
+            check_shape(name, tokens, ("B", "S", mapping.in_features))
+            check_floating(name, tokens)
+            check_input_like(name, tokens, mapping.weight)
+        for name, pooled in (("image", image), ("text", text)):
+            check_floating(name, pooled)
+            if pooled.dim() not in (2, 3):
+                raise ValueError(
+                    f"{name} must have shape (B, V, D) or (B, D), got {tuple(pooled.shape)}"
+                )
+        sizes = {
+            "image": image.shape[0],
+            "text": text.shape[0],
+            "image_tokens": image_tokens.shape[0],
+            "text_tokens": text_tokens.shape[0],
+        }
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"all inputs must have the same batch size B, got {sizes}")
         image_x = self.text_attn_pool(
             image, self.text_token_mapping(text_tokens), text_mask, backend=backend
         )

@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from vlp._checks import check_bool_mask, check_floating, check_shape, check_tensor
+from vlp._checks import (
+    check_bool_mask,
+    check_floating,
+    check_input_like,
+    check_shape,
+    check_tensor,
+)
 from vlp.adapters.pretrained import OpenClipTextEncoder, TimmViTEncoder
 
 __all__ = [
@@ -207,8 +213,15 @@ class SharedBlock(nn.Module):
         """
         check_shape("x", x, ("B", "T", self.dim))
         check_floating("x", x)
+        check_input_like("x", x, self.qkv.weight)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
         if key_padding is not None:
             check_bool_mask("key_padding", key_padding, (x.shape[0], x.shape[1]))
+            if key_padding.device != x.device:  # a meta mask would read garbage
+                raise ValueError(
+                    f"key_padding must be on the device of x ({x.device}), got {key_padding.device}"
+                )
             if key_padding.device.type == "cpu" and bool(key_padding.all(dim=1).any()):
                 raise ValueError("key_padding must leave at least one unpadded token per row")
         h = x + self.gamma_1 * self._attention(self.norm1(x), key_padding)
@@ -260,12 +273,18 @@ class SSMKEHead(nn.Module):
         super().__init__()
         _check_int("dim", dim)
         out_dim = dim if out_dim is None else _check_int("out_dim", out_dim)
+        self.dim, self.out_dim = dim, out_dim
         self.norm = nn.LayerNorm(dim, eps=eps, device=device, dtype=dtype)
         self.proj = nn.Linear(dim, out_dim, device=device, dtype=dtype)
         _init_linear_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project ``(..., D)`` features to ``(..., out_dim)``."""
+        check_tensor("x", x)
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (..., {self.dim}), got {tuple(x.shape)}")
+        check_floating("x", x)
+        check_input_like("x", x, self.proj.weight)
         out: torch.Tensor = self.proj(self.norm(x))
         return out
 

@@ -74,6 +74,10 @@ __all__ = [
 _SPLIT_ID = {name: i for i, name in enumerate(SPLITS)}
 
 
+#: Most distinct short captions per sample :func:`generate_sample` draws.
+MAX_NUM_CAPTIONS = 64
+
+
 def _sample_rng(index: int, split: str, seed: int) -> random.Random:
     # One generator per sample; distinct for every (seed, split, index < 2**40).
     return random.Random((seed * len(SPLITS) + _SPLIT_ID[split]) * 2**40 + int(index))
@@ -98,8 +102,9 @@ def generate_sample(
         index: sample index (>= 0).
         split: one of :data:`SPLITS`.
         seed: data set seed (>= 0).
-        image_size: side of the square image in pixels (>= 24).
-        num_captions: number of distinct short captions (the first is ``caption``).
+        image_size: side of the square image in pixels, in ``[24, 2048]``.
+        num_captions: number of distinct short captions (the first is ``caption``), in
+            ``[1, 64]`` (a scene has few distinct captions; beyond them they repeat).
         held_out: colour-shape pairs kept out of ``train``/``test`` and put into every
             ``compositional`` image.
         attribute_prob: probability that a short caption mentions an object's size (and,
@@ -118,8 +123,11 @@ def generate_sample(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if split not in _SPLIT_ID:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(num_captions, bool) or not isinstance(num_captions, int) or num_captions < 1:
-        raise ValueError(f"num_captions must be an int >= 1, got {num_captions!r}")
+    if isinstance(num_captions, bool) or not isinstance(num_captions, int):
+        raise TypeError(f"num_captions must be an int, got {type(num_captions).__name__}")
+    if not 1 <= num_captions <= MAX_NUM_CAPTIONS:
+        # A scene has a few dozen distinct short captions; more only repeat them.
+        raise ValueError(f"num_captions must lie in [1, {MAX_NUM_CAPTIONS}], got {num_captions!r}")
     if not 0.0 <= attribute_prob <= 1.0:
         raise ValueError(f"attribute_prob must lie in [0, 1], got {attribute_prob}")
     held = frozenset(held_out)

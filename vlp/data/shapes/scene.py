@@ -199,6 +199,10 @@ class Scene:
         return list(out.values())
 
 
+#: Largest image side the renderer accepts, in pixels.
+MAX_IMAGE_SIZE = 2048
+
+
 def _pixel_sizes(image_size: int) -> dict[str, int]:
     return {"small": max(3, round(0.2 * image_size)), "large": max(5, round(0.3 * image_size))}
 
@@ -206,8 +210,9 @@ def _pixel_sizes(image_size: int) -> dict[str, int]:
 def _check_image_size(image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise TypeError(f"image_size must be an int, got {type(image_size).__name__}")
-    if image_size < 24:
-        raise ValueError(f"image_size must be >= 24 pixels, got {image_size}")
+    if not 24 <= image_size <= MAX_IMAGE_SIZE:
+        # A 10**5 px side would render a 30 GB image.
+        raise ValueError(f"image_size must lie in [24, {MAX_IMAGE_SIZE}] pixels, got {image_size}")
 
 
 def _pick(rng: random.Random, items: Sequence[str]) -> str:
