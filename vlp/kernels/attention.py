@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp._checks import check_bool_mask, check_floating, check_same_device, check_shape
+from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 from vlp.kernels._precision import device_guard, kernel_flags
 
@@ -78,10 +79,6 @@ def attention_reference(
     return torch.matmul(probs, v)
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 #: Shared memory one block may use, in bytes, by compute capability (major * 10 + minor):
 #: sm_80 (A100) 163 KB, sm_90 (H100) 227 KB, consumer Ampere/Ada 99 KB. Other devices get
 #: the smallest of these; the interpreter sizes tiles for sm_80.
@@ -134,8 +131,8 @@ def attention_config(
     shared memory with margin; BD is the head dim rounded up to a power of two (>= 16).
     """
     width = 4 if dtype == torch.float32 else 2
-    bd = max(16, _next_pow2(d))
-    qcap, scap = max(16, _next_pow2(qlen)), max(16, _next_pow2(slen))
+    bd = max(16, next_pow2(d))
+    qcap, scap = max(16, next_pow2(qlen)), max(16, next_pow2(slen))
     choice = _CANDIDATES[width][-1]
     for bq, bs in _CANDIDATES[width]:
         bq, bs = min(bq, qcap), min(bs, scap)

@@ -23,6 +23,7 @@ import torch
 
 from vlp._checks import check_positive, check_same_device, check_shape, check_tensor
 from vlp._patches import centred_patches, check_images, grid_size, pair
+from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 
 __all__ = ["cluster_scores", "cluster_scores_reference"]
@@ -94,10 +95,6 @@ def _reference(
     return sim.masked_fill(~ok, float("-inf")).amax(dim=1)
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 #: Shared memory per program on a GPU, in bytes: 64 KiB fits every GPU Triton targets
 #: (Turing's per-block limit, well under the 99 KiB of consumer Ampere/Ada and the
 #: 163 KiB of the A100). The software pipeline holds ``num_stages`` copies of the patch
@@ -120,9 +117,9 @@ def _launch_config(
 ) -> _LaunchConfig:
     """Tile sizes for ``patch_values = ph * pw`` values per channel, ``L`` patches, ``K``."""
     # The interpreter's cost is per program and per loop step: fewer, larger blocks.
-    block = min(64 if interpreter else 32, max(16, _next_pow2(num_patches)))
-    kp = max(16, _next_pow2(num_anchors))
-    chunk = min(256, max(16, _next_pow2(patch_values)))
+    block = min(64 if interpreter else 32, max(16, next_pow2(num_patches)))
+    kp = max(16, next_pow2(num_anchors))
+    chunk = min(256, max(16, next_pow2(patch_values)))
     if not interpreter:
         while chunk > 16 and _NUM_STAGES * (block + kp) * chunk * 4 > _TILE_BUDGET:
             chunk //= 2

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp import _checks
+from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import no_autocast, resolve_backend
 from vlp.kernels._precision import device_guard, kernel_flags
 
@@ -458,10 +459,6 @@ def _cdiv(x: int, y: int) -> int:
     return -(-x // y)
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 class LaunchConfig(NamedTuple):
     """Tiles and grid of one contrastive kernel launch (also read by the compile report)."""
 
@@ -514,9 +511,9 @@ def launch_config(
     """
     width = 4 if dtype == torch.float32 else 2
     bm, bn, bd, warps, stages = _TILES[(kernel, width)]
-    bm = min(bm, max(16, _next_pow2(n)))
-    bn = min(bn, max(16, _next_pow2(m)))
-    bd = min(bd, max(16, _next_pow2(d)))
+    bm = min(bm, max(16, next_pow2(n)))
+    bn = min(bn, max(16, next_pow2(m)))
+    bd = min(bd, max(16, next_pow2(d)))
     row_blocks, col_blocks = _cdiv(n, bm), _cdiv(m, bn)
     splits = min(col_blocks, max(1, _cdiv(_PROGRAMS_PER_SM * sms, row_blocks)))
     per_split = _cdiv(col_blocks, splits)
