@@ -114,12 +114,19 @@ def _worker(
     out_dir: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
+    timeout: float | None = None,
 ) -> None:
+    import datetime
+
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=None if timeout is None else datetime.timedelta(seconds=timeout),
     )
     try:
         result = fn(rank, world_size, *args)
@@ -129,12 +136,16 @@ def _worker(
         dist.destroy_process_group()
 
 
-def run_distributed(fn: Callable[..., Any], *args: Any, world_size: int = 2) -> list[Any]:
+def run_distributed(
+    fn: Callable[..., Any], *args: Any, world_size: int = 2, timeout: float | None = None
+) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` spawned gloo processes.
 
     ``fn`` must be importable by the children (defined at module level) and return
     something ``torch.save`` can store. The default process group is initialised
-    before ``fn`` runs and destroyed after.
+    before ``fn`` runs and destroyed after. ``timeout`` (seconds) is the process group's
+    timeout: a collective that waits longer raises instead of blocking (torch's default
+    is 30 minutes), which fault tests use to turn a hang into a failure.
 
     Returns:
         The per-rank return values, in rank order.
@@ -145,7 +156,7 @@ def run_distributed(fn: Callable[..., Any], *args: Any, world_size: int = 2) -> 
         init_file = str(Path(tmp) / "init")
         mp.spawn(  # type: ignore[attr-defined,no-untyped-call]
             _worker,
-            args=(world_size, init_file, tmp, fn, args),
+            args=(world_size, init_file, tmp, fn, args, timeout),
             nprocs=world_size,
             join=True,
         )

@@ -114,7 +114,8 @@ class TeacherMemoryBank(nn.Module):
             gather: first gather the embeddings of every rank of ``group`` (rank order),
                 so that every rank keeps the same bank. Every rank must then call it.
                 Without a process group it changes nothing.
-            group: process group; ``None`` means the default group.
+            group: process group; ``None`` means the default group, ``False`` this rank
+                alone (no gather).
 
         Raises:
             ValueError: if ``embeddings`` is not ``(b, D)``.

@@ -8,25 +8,51 @@ import torch
 
 from vlp._checks import (
     check_finite,
+    check_floating,
     check_matrix,
     check_same_device,
     check_same_shape,
+    check_shape,
     check_tensor,
 )
 
-__all__ = ["as_scalar", "check_pair", "check_sample_ids", "logits_dtype", "promote"]
+__all__ = [
+    "as_scalar",
+    "check_matrix_rows",
+    "check_pair",
+    "check_sample_ids",
+    "logits_dtype",
+    "promote",
+]
 
 
-def check_pair(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
+def check_matrix_rows(name: str, value: object, *, allow_empty: bool) -> torch.Tensor:
+    """An ``(N, D)`` floating matrix with ``D > 0``; ``N = 0`` only if ``allow_empty``."""
+    tensor = check_tensor(name, value)
+    if not allow_empty:
+        check_matrix(name, tensor)
+        return tensor
+    check_shape(name, tensor, ("N", "D"))
+    check_floating(name, tensor)
+    if tensor.shape[1] == 0:
+        raise ValueError(f"{name} must have D > 0 columns, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_pair(
+    image_features: torch.Tensor, text_features: torch.Tensor, *, allow_empty: bool = False
+) -> None:
     """Check two paired (N, D) floating feature matrices of one device and shape.
+
+    ``allow_empty`` lets ``N = 0`` through (a rank of a process group with no rows).
 
     Their dtypes may differ (autocast output against an fp32 tensor): the losses
     compute in the promoted dtype (see `promote`). NaN/inf are looked for only on CPU
     tensors and only in eager mode: on an accelerator the check would force a host
     synchronisation at every step, and a compiled graph cannot branch on values.
     """
-    check_matrix("image_features", image_features)
-    check_matrix("text_features", text_features)
+    check_matrix_rows("image_features", image_features, allow_empty=allow_empty)
+    check_matrix_rows("text_features", text_features, allow_empty=allow_empty)
     check_same_shape("image_features", image_features, "text_features", text_features)
     check_same_device(("image_features", image_features), ("text_features", text_features))
     if image_features.device.type == "cpu" and not torch.compiler.is_compiling():

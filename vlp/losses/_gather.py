@@ -17,12 +17,16 @@ Semantics shared by every loss (open_clip's ``gather_features``):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 import torch
 
 from vlp.distributed import (
+    Fact,
     ProcessGroup,
+    RankAgreementError,
     all_gather_no_grad,
     all_gather_sizes,
     all_gather_with_grad,
@@ -31,7 +35,7 @@ from vlp.distributed import (
     get_world_size,
 )
 
-__all__ = ["Gather", "start_gather"]
+__all__ = ["Gather", "allow_empty", "start_gather", "validated"]
 
 
 class Gather(NamedTuple):
@@ -88,16 +92,61 @@ class Gather(NamedTuple):
         return average_gradient(scalar, self.group)
 
 
-def start_gather(like: torch.Tensor, group: ProcessGroup | None) -> Gather:
+def start_gather(
+    like: torch.Tensor,
+    group: ProcessGroup | None,
+    *,
+    facts: Mapping[str, Fact] | None = None,
+    caller: str = "",
+) -> Gather:
     """Exchange the batch sizes once (one small collective under a process group).
+
+    The same exchange checks that the ranks agree (dtype and trailing dims of ``like``,
+    the ``facts``, the ``caller``) and that no rank rejected its input (see
+    [`validated`][vlp.losses._gather.validated]); a disagreement raises the same
+    ``RankAgreementError`` (a ``ValueError``) on every rank. A rank may hold 0 rows; if
+    every rank does, every rank raises.
 
     Args:
         like: a tensor holding this rank's rows along dim 0.
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone.
+        facts: named values that must be equal on every rank (presence of optional
+            tensors, numbers of negatives, whether a scale requires grad, ...).
+        caller: the loss's name, for messages.
     """
     world = get_world_size(group)
     if world == 1:
         return Gather(group, 1, 0, [like.shape[0]], 0)
     rank = get_rank(group)
-    sizes = all_gather_sizes(like, group)
+    sizes = all_gather_sizes(like, group, facts=facts, caller=caller)
+    if sum(sizes) == 0:
+        raise RankAgreementError(
+            f"{caller + ': ' if caller else ''}every rank's batch is empty (0 rows on each "
+            f"of the {world} ranks); at least one rank must hold a row"
+        )
     return Gather(group, world, rank, sizes, sum(sizes[:rank]))
+
+
+@contextlib.contextmanager
+def validated(group: ProcessGroup | None, caller: str) -> Iterator[None]:
+    """Run a loss's input checks so that a rejection reaches every rank, never a hang.
+
+    Without a process group an error raised inside the block propagates as is. Under
+    one, the rejecting rank first takes part in the size exchange with its failure
+    flag set (the other ranks reach the same exchange in `start_gather`), so every rank
+    raises the same ``RankAgreementError`` naming the rank and its message.
+    """
+    try:
+        yield
+    except RankAgreementError:
+        raise  # already raised on every rank
+    except (TypeError, ValueError) as err:
+        if get_world_size(group) > 1:
+            all_gather_sizes(None, group, failure=err, caller=caller)  # type: ignore[arg-type]
+        raise
+
+
+def allow_empty(group: ProcessGroup | None) -> bool:
+    """Whether a rank may hold 0 rows: under a process group of several ranks."""
+    return get_world_size(group) > 1

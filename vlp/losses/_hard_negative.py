@@ -34,13 +34,25 @@ MissingNegatives = Literal["zero", "mask"]
 
 
 def check_features(
-    name: str, value: object, shape: tuple[int | str | None, ...], *, finite: bool = True
+    name: str,
+    value: object,
+    shape: tuple[int | str | None, ...],
+    *,
+    finite: bool = True,
+    allow_empty: bool = False,
 ) -> torch.Tensor:
-    """A non-empty floating tensor of the given shape pattern (finite if on the CPU)."""
+    """A non-empty floating tensor of the given shape pattern (finite if on the CPU).
+
+    ``allow_empty`` lets 0 rows (dim 0) through, not 0 of any other dim.
+    """
     tensor = check_tensor(name, value)
     check_shape(name, tensor, shape)
     check_floating(name, tensor)
-    check_nonempty(name, tensor)
+    if allow_empty and tensor.dim() > 1:
+        if 0 in tensor.shape[1:]:
+            raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    else:
+        check_nonempty(name, tensor)
     if finite and tensor.device.type == "cpu":
         check_finite(name, tensor)
     return tensor

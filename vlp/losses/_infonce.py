@@ -26,6 +26,7 @@ __all__ = [
     "check_backend",
     "check_chunk_size",
     "check_infonce_options",
+    "empty_rows_loss",
     "gather_views",
     "pair_loss",
 ]
@@ -110,14 +111,25 @@ def gather_views(
     local_loss: bool,
     gather_with_grad: bool,
     group: ProcessGroup | None,
+    caller: str = "",
 ) -> tuple[list[View], InfoNCEBatch]:
     """Normalise and gather each ``(n, D)`` view once, for any number of pairs of them.
 
     Under a process group this costs one exchange of the batch sizes, one all-gather per
-    view (and one for ``sample_ids``); every view must have this rank's ``n`` rows.
+    view (and one for ``sample_ids``); every view must have this rank's ``n`` rows. The
+    size exchange also checks that every rank passes the same kind of call (see
+    `start_gather`).
     """
     normalized = [F.normalize(view, dim=-1) for view in views]
-    gather = start_gather(normalized[0], group)
+    facts = {
+        "number of feature tensors": len(views),
+        "sample_ids given": sample_ids is not None,
+        "logit_scale requires grad": scale.requires_grad,
+        "logit_bias (requires grad)": None if bias is None else bias.requires_grad,
+        "local_loss": local_loss,
+        "gather_with_grad": gather_with_grad,
+    }
+    gather = start_gather(normalized[0], group, facts=facts, caller=caller)
     gathered = [
         View(
             view,
@@ -228,6 +240,20 @@ def _positive_targets(
     return target
 
 
+def empty_rows_loss(*tensors: torch.Tensor | None) -> torch.Tensor:
+    """The loss of a rank with no rows: 0, still connected to every gathered tensor.
+
+    The backward of a gather (and of a shared scale) is a collective that every rank must
+    run, so the zero must depend on those tensors, with zero gradient.
+    """
+    present = [t for t in tensors if t is not None]
+    acc = logits_dtype(present[0].dtype)
+    zero = present[0].new_zeros((), dtype=acc)
+    for t in present:
+        zero = zero + 0 * t.sum().to(acc)
+    return zero
+
+
 def _tiled_pair_loss(
     row_image: torch.Tensor,
     row_text: torch.Tensor,
@@ -244,6 +270,8 @@ def _tiled_pair_loss(
     chunk_size: int,
     backend: Backend,
 ) -> torch.Tensor:
+    if row_image.shape[0] == 0:
+        return empty_rows_loss(all_image, all_text, scale, bias)
     # CE of a row = logsumexp(row) - sum_j y_ij z_ij; the first term is tiled, the second
     # is linear in the logits and costs O(M D).
     if local_loss and row_image.shape[0] != all_image.shape[0]:

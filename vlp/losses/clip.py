@@ -16,6 +16,7 @@ from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair, check_sample_ids, promote
+from vlp.losses._gather import allow_empty, validated
 from vlp.losses._infonce import PairDetails, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
@@ -147,7 +148,8 @@ def clip_loss(
             data set index of the image).
         local_loss: compute only this rank's rows (see above).
         gather_with_grad: gather other ranks' features with gradient (see above).
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
         return_details: return a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput]
             instead of the scalar (dense path only: the tiled path never forms the logits).
         chunk_size: take the memory-efficient tiled path, which never forms the
@@ -168,14 +170,15 @@ def clip_loss(
             ``label_smoothing`` outside ``[0, 1]``.
         TypeError: on non-floating features or non-integer ``sample_ids``.
     """
-    check_pair(image_features, text_features)
-    image_features, text_features = promote(image_features, text_features)
-    scale, bias = check_infonce_options(
-        image_features, logit_scale, logit_bias, label_smoothing, local_loss, gather_with_grad,
-        return_details, chunk_size, backend,
-    )  # fmt: skip
-    if sample_ids is not None:
-        check_sample_ids(sample_ids, image_features.shape[0], image_features)
+    with validated(group, "clip_loss"):
+        check_pair(image_features, text_features, allow_empty=allow_empty(group))
+        image_features, text_features = promote(image_features, text_features)
+        scale, bias = check_infonce_options(
+            image_features, logit_scale, logit_bias, label_smoothing, local_loss,
+            gather_with_grad, return_details, chunk_size, backend,
+        )  # fmt: skip
+        if sample_ids is not None:
+            check_sample_ids(sample_ids, image_features.shape[0], image_features)
     return _clip_loss(
         image_features, text_features, scale, bias, sample_ids, label_smoothing=label_smoothing,
         local_loss=local_loss, gather_with_grad=gather_with_grad, group=group,
@@ -197,11 +200,12 @@ def _clip_loss(
     return_details: bool,
     chunk_size: int | None,
     backend: Backend,
+    caller: str = "clip_loss",
 ) -> torch.Tensor | ClipLossOutput:
     """`clip_loss` on checked arguments (``scale`` and ``bias`` already tensors)."""
     (image, text), batch = gather_views(
         [image_features, text_features], scale, bias, sample_ids, local_loss=local_loss,
-        gather_with_grad=gather_with_grad, group=group,
+        gather_with_grad=gather_with_grad, group=group, caller=caller,
     )  # fmt: skip
     out = pair_loss(
         image, text, batch, label_smoothing=label_smoothing, return_details=return_details,
@@ -227,7 +231,8 @@ class ClipLoss(nn.Module):
         label_smoothing: see [`clip_loss`][vlp.losses.clip.clip_loss].
         local_loss: see [`clip_loss`][vlp.losses.clip.clip_loss].
         gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
-        group: process group used for gathering; ``None`` means the default group.
+        group: process group used for gathering; ``None`` means the default group,
+            ``False`` this rank alone.
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
 

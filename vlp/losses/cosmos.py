@@ -20,6 +20,7 @@ from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair, promote
+from vlp.losses._gather import allow_empty, validated
 from vlp.losses._infonce import InfoNCEBatch, View, check_infonce_options, gather_views, pair_loss
 
 __all__ = ["COSMOSLoss", "COSMOSLossOutput", "cosmos_distillation_loss", "multiview_clip_loss"]
@@ -56,6 +57,7 @@ def _gather_groups(
     group: ProcessGroup | None,
     chunk_size: int | None,
     backend: Backend,
+    caller: str,
 ) -> tuple[list[list[View]], InfoNCEBatch]:
     """Check every view, then normalise and gather each distinct tensor once.
 
@@ -67,20 +69,21 @@ def _gather_groups(
     first = groups[0][0]
     index: dict[int, int] = {}
     distinct: list[torch.Tensor] = []
-    for views in groups:
-        for view in views:
-            if id(view) not in index:
-                check_pair(first, view)
-                index[id(view)] = len(distinct)
-                distinct.append(view)
-    distinct = promote(*distinct)
-    scale, _ = check_infonce_options(
-        distinct[0], logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
-        chunk_size, backend,
-    )  # fmt: skip
+    with validated(group, caller):
+        for views in groups:
+            for view in views:
+                if id(view) not in index:
+                    check_pair(first, view, allow_empty=allow_empty(group))
+                    index[id(view)] = len(distinct)
+                    distinct.append(view)
+        distinct = promote(*distinct)
+        scale, _ = check_infonce_options(
+            distinct[0], logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
+            chunk_size, backend,
+        )  # fmt: skip
     gathered, batch = gather_views(
         distinct, scale, None, None, local_loss=local_loss, gather_with_grad=gather_with_grad,
-        group=group,
+        group=group, caller=caller,
     )  # fmt: skip
     return [[gathered[index[id(view)]] for view in views] for views in groups], batch
 
@@ -144,7 +147,8 @@ def multiview_clip_loss(
             computes every rank's full global loss (``local_loss=False``); the default gives
             the same gradients after DDP averaging at a ``W``-th of the cost.
         gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
         chunk_size: tile the logits in column chunks of this size (never forms the
             ``N x N`` matrix of any pair); see [`clip_loss`][vlp.losses.clip.clip_loss].
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path.
@@ -156,16 +160,18 @@ def multiview_clip_loss(
         TypeError: if a list is a bare tensor or holds a non-tensor, or as ``clip_loss``.
         ValueError: on an empty list, views of different shapes, or as ``clip_loss``.
     """
-    a = _views("views_a", views_a)
-    b = _views("views_b", views_b)
-    if a[0].shape != b[0].shape:
-        raise ValueError(
-            f"views_a and views_b must hold views of one shape, got {tuple(a[0].shape)} "
-            f"and {tuple(b[0].shape)}"
-        )
+    with validated(group, "multiview_clip_loss"):
+        a = _views("views_a", views_a)
+        b = _views("views_b", views_b)
+        if a[0].shape != b[0].shape:
+            raise ValueError(
+                f"views_a and views_b must hold views of one shape, got {tuple(a[0].shape)} "
+                f"and {tuple(b[0].shape)}"
+            )
     (a_views, b_views), batch = _gather_groups(
         [a, b], logit_scale, label_smoothing=label_smoothing, local_loss=local_loss,
         gather_with_grad=gather_with_grad, group=group, chunk_size=chunk_size, backend=backend,
+        caller="multiview_clip_loss",
     )  # fmt: skip
     return _mean_over_pairs(
         a_views, b_views, batch, label_smoothing=label_smoothing, chunk_size=chunk_size,
@@ -214,7 +220,8 @@ def cosmos_distillation_loss(
             one-element tensor.
         local_loss: see [`clip_loss`][vlp.losses.clip.clip_loss].
         gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
         chunk_size: tiled path, see [`clip_loss`][vlp.losses.clip.clip_loss].
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path.
 
@@ -225,25 +232,27 @@ def cosmos_distillation_loss(
         TypeError: as [`multiview_clip_loss`][vlp.losses.cosmos.multiview_clip_loss].
         ValueError: as [`multiview_clip_loss`][vlp.losses.cosmos.multiview_clip_loss].
     """
-    image_x = _views("student_image", student_image)
-    text_x = _views("student_text", student_text)
-    # Detach each teacher tensor once, so one passed as both teacher lists is gathered once.
-    detached: dict[int, torch.Tensor] = {}
-    targets = [
-        [detached.setdefault(id(t), t.detach()) for t in _views(name, views)]
-        for name, views in (("teacher_image", teacher_image), ("teacher_text", teacher_text))
-    ]
-    for name, views in (
-        ("student_text", text_x), ("teacher_image", targets[0]), ("teacher_text", targets[1])
-    ):  # fmt: skip
-        if views[0].shape != image_x[0].shape:
-            raise ValueError(
-                f"{name} must hold views of the shape of student_image "
-                f"{tuple(image_x[0].shape)}, got {tuple(views[0].shape)}"
-            )
+    with validated(group, "cosmos_distillation_loss"):
+        image_x = _views("student_image", student_image)
+        text_x = _views("student_text", student_text)
+        # Detach each teacher tensor once, so one passed as both teacher lists is gathered once.
+        detached: dict[int, torch.Tensor] = {}
+        targets = [
+            [detached.setdefault(id(t), t.detach()) for t in _views(name, views)]
+            for name, views in (("teacher_image", teacher_image), ("teacher_text", teacher_text))
+        ]
+        for name, views in (
+            ("student_text", text_x), ("teacher_image", targets[0]), ("teacher_text", targets[1])
+        ):  # fmt: skip
+            if views[0].shape != image_x[0].shape:
+                raise ValueError(
+                    f"{name} must hold views of the shape of student_image "
+                    f"{tuple(image_x[0].shape)}, got {tuple(views[0].shape)}"
+                )
     gathered, batch = _gather_groups(
         [image_x, text_x, *targets], logit_scale, label_smoothing=0.0, local_loss=local_loss,
         gather_with_grad=gather_with_grad, group=group, chunk_size=chunk_size, backend=backend,
+        caller="cosmos_distillation_loss",
     )  # fmt: skip
     image_views, text_views, *target_views = gathered
     groups = [
@@ -289,7 +298,8 @@ class COSMOSLoss(nn.Module):
         clip_image_views: how many leading image views enter the CLIP term (2: ``g1, g2``).
         local_loss: see [`clip_loss`][vlp.losses.clip.clip_loss].
         gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
-        group: process group for gathering; ``None`` means the default group.
+        group: process group for gathering; ``None`` means the default group,
+            ``False`` this rank alone.
         chunk_size: tiled path for every pair, see [`clip_loss`][vlp.losses.clip.clip_loss].
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path.
         device: device of the two scale parameters.

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_finite, check_floating, check_matrix, check_same_device, check_tensor
+from vlp._checks import check_finite, check_floating, check_same_device, check_tensor
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.heads.memory_bank import TeacherMemoryBank
-from vlp.losses._contrastive import as_scalar, logits_dtype, promote
-from vlp.losses._gather import start_gather
+from vlp.losses._contrastive import as_scalar, check_matrix_rows, logits_dtype, promote
+from vlp.losses._gather import allow_empty, start_gather, validated
 from vlp.losses.clip import clip_loss
 
 __all__ = [
@@ -66,11 +66,15 @@ class ContrastiveDistillationOutput(NamedTuple):
 
 
 def _check_features(
-    student_image: torch.Tensor, student_text: torch.Tensor, teacher: torch.Tensor
+    student_image: torch.Tensor,
+    student_text: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    allow_empty: bool = False,
 ) -> None:
     named = (("student_image", student_image), ("student_text", student_text), ("teacher", teacher))
     for name, value in named:
-        check_matrix(name, value)
+        check_matrix_rows(name, value, allow_empty=allow_empty)
     for name, value in named[1:]:
         if value.shape != student_image.shape:
             raise ValueError(
@@ -156,7 +160,8 @@ def contrastive_distillation_loss(
         logit_scale: the multiplier $\lambda$ (already exponentiated): a positive float or
             a one-element tensor. S-SMKE keeps it at ``1 / 0.07``.
         gather_teacher: gather the teacher targets of all ranks (see above).
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
 
     Returns:
         A [`ContrastiveDistillationOutput`][vlp.losses.distill.ContrastiveDistillationOutput]
@@ -168,19 +173,25 @@ def contrastive_distillation_loss(
         TypeError: on non-floating dtypes (mixed floating dtypes are promoted, as torch
             ops do: an fp32 frozen teacher against a bf16 student computes in fp32).
     """
-    _check_features(student_image, student_text, teacher)
-    student_image, student_text, teacher = promote(student_image, student_text, teacher)
-    scale = as_scalar("logit_scale", logit_scale, student_image, positive=True)
     if not isinstance(gather_teacher, bool):
         raise TypeError(f"gather_teacher must be a bool, got {type(gather_teacher).__name__}")
-    negatives = _bank_tensor(bank, student_image)
+    # Only gather_teacher=True communicates, so only then must a rejection reach every rank.
+    exchange_group = group if gather_teacher else False
+    with validated(exchange_group, "contrastive_distillation_loss"):
+        _check_features(
+            student_image, student_text, teacher, allow_empty=allow_empty(exchange_group)
+        )
+        student_image, student_text, teacher = promote(student_image, student_text, teacher)
+        scale = as_scalar("logit_scale", logit_scale, student_image, positive=True)
+        negatives = _bank_tensor(bank, student_image)
 
     image = F.normalize(student_image, dim=-1)
     text = F.normalize(student_text, dim=-1)
     targets = F.normalize(teacher, dim=-1)
     rows = image.shape[0]
     if gather_teacher:
-        gather = start_gather(targets, group)
+        facts = {"logit_scale requires grad": scale.requires_grad}
+        gather = start_gather(targets, group, facts=facts, caller="contrastive_distillation_loss")
         # Other ranks' targets are constants; this rank's keep their autograd history.
         targets = gather.everyone(targets, with_grad=False, keep_local=True)
         offset, weight = gather.offset, gather.world / gather.total
@@ -327,7 +338,8 @@ def ssmke_loss(
         itc_scale_output: CLIP multiplier of the output ITC.
         gather_teacher: see
             [`contrastive_distillation_loss`][vlp.losses.distill.contrastive_distillation_loss].
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
 
     Returns:
         An [`SSMKELossOutput`][vlp.losses.distill.SSMKELossOutput].
@@ -370,7 +382,7 @@ class ContrastiveDistillationLoss(nn.Module):
         max_scale: upper bound of the scale for `clamp_()`.
         gather_teacher: gather the current targets across ranks too (the thesis' formula;
             the reference uses local targets).
-        group: process group for the gathers.
+        group: process group for the gathers; ``False`` this rank alone.
         generator: generator of the random bank init.
         device: device of the bank and the scale.
         dtype: dtype of the bank and the scale.

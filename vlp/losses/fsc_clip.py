@@ -16,6 +16,7 @@ from vlp._checks import check_bool
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.losses._contrastive import as_scalar
+from vlp.losses._gather import validated
 from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
 from vlp.losses.clip import _clip_loss
 from vlp.losses.hard_negative import _hard_negative_loss, check_hard_negative_inputs
@@ -170,7 +171,7 @@ def fsc_clip_loss(
             ``"mask"`` (left out).
         local_loss: the CLIP term's ``local_loss`` (see :func:`~vlp.losses.clip_loss`).
         gather_with_grad: the CLIP term's ``gather_with_grad``.
-        group: the CLIP term's process group.
+        group: the CLIP term's process group (``False``: this rank alone).
         return_details: return a [`FSCCLIPLossOutput`][vlp.losses.fsc_clip.FSCCLIPLossOutput].
 
     Returns:
@@ -183,44 +184,45 @@ def fsc_clip_loss(
         TypeError: as the three losses.
     """
     # Every argument is checked once here; the three terms run on the checked tensors.
-    image, text, negative, mask = check_hard_negative_inputs(
-        image_features, text_features, negative_features, negative_mask
-    )
-    scale = as_scalar("logit_scale", logit_scale, image, positive=True)
-    lambda_global = _check_weight("lambda_global", lambda_global)
-    lambda_local = _check_weight("lambda_local", lambda_local)
-    gamma = check_gamma(gamma)
-    label_smoothing = check_smoothing(label_smoothing)
-    check_normalizer(normalizer)
-    check_bool("sparsify", sparsify)
-    missing = check_missing(missing)
-    check_bool("local_loss", local_loss)
-    check_bool("gather_with_grad", gather_with_grad)
-    check_bool("return_details", return_details)
-    if lambda_local > 0:
-        tokens = {
-            "image_tokens": image_tokens,
-            "text_tokens": text_tokens,
-            "text_mask": text_mask,
-            "negative_tokens": negative_tokens,
-            "negative_token_mask": negative_token_mask,
-        }
-        absent = [name for name, value in tokens.items() if value is None]
-        if absent:
-            raise ValueError(
-                f"lambda_local = {lambda_local} > 0 needs the token arguments; missing: "
-                f"{', '.join(absent)} (pass them, or lambda_local=0 for the global loss only)"
-            )
-        # Tied to the pooled features, so that a mismatch names the tokens, not the mask.
-        token_args = check_local_tokens(
-            image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask,
-            batch=image.shape[0], negatives=negative.shape[1],
-        )  # fmt: skip
+    with validated(group, "fsc_clip_loss"):
+        image, text, negative, mask = check_hard_negative_inputs(
+            image_features, text_features, negative_features, negative_mask
+        )
+        scale = as_scalar("logit_scale", logit_scale, image, positive=True)
+        lambda_global = _check_weight("lambda_global", lambda_global)
+        lambda_local = _check_weight("lambda_local", lambda_local)
+        gamma = check_gamma(gamma)
+        label_smoothing = check_smoothing(label_smoothing)
+        check_normalizer(normalizer)
+        check_bool("sparsify", sparsify)
+        missing = check_missing(missing)
+        check_bool("local_loss", local_loss)
+        check_bool("gather_with_grad", gather_with_grad)
+        check_bool("return_details", return_details)
+        if lambda_local > 0:
+            tokens = {
+                "image_tokens": image_tokens,
+                "text_tokens": text_tokens,
+                "text_mask": text_mask,
+                "negative_tokens": negative_tokens,
+                "negative_token_mask": negative_token_mask,
+            }
+            absent = [name for name, value in tokens.items() if value is None]
+            if absent:
+                raise ValueError(
+                    f"lambda_local = {lambda_local} > 0 needs the token arguments; missing: "
+                    f"{', '.join(absent)} (pass them, or lambda_local=0 for the global loss only)"
+                )
+            # Tied to the pooled features, so that a mismatch names the tokens, not the mask.
+            token_args = check_local_tokens(
+                image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask,
+                batch=image.shape[0], negatives=negative.shape[1],
+            )  # fmt: skip
 
     clip = _clip_loss(
         image, text, scale, None, None, label_smoothing=0.0, local_loss=local_loss,
         gather_with_grad=gather_with_grad, group=group, return_details=False, chunk_size=None,
-        backend="auto",
+        backend="auto", caller="fsc_clip_loss",
     )  # fmt: skip
     assert isinstance(clip, torch.Tensor)
     global_negative = _hard_negative_loss(
@@ -263,7 +265,7 @@ class FSCCLIPLoss(nn.Module):
             [`scr_loss`][vlp.losses.scr.scr_loss].
         local_loss: CLIP term's ``local_loss``.
         gather_with_grad: CLIP term's ``gather_with_grad``.
-        group: CLIP term's process group.
+        group: CLIP term's process group (``False``: this rank alone).
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from vlp._checks import check_bool
 from vlp.distributed import ProcessGroup
 from vlp.losses._contrastive import as_scalar, logits_dtype
-from vlp.losses._gather import start_gather
+from vlp.losses._gather import allow_empty, start_gather, validated
 from vlp.losses._hard_negative import (
     check_features,
     check_missing,
@@ -66,7 +66,8 @@ def negclip_loss(
         missing: ``"zero"`` (release) or ``"mask"``.
         local_loss: compute only this rank's rows (see :func:`~vlp.losses.clip_loss`).
         gather_with_grad: gather other ranks' features with gradient.
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
 
     Returns:
         Scalar tensor (float32 or wider).
@@ -76,27 +77,35 @@ def negclip_loss(
             tensors), a non-positive ``logit_scale`` or a bad ``missing``.
         TypeError: on non-floating features, differing dtypes or a non-bool mask.
     """
-    image_features = check_features("image_features", image_features, ("B", "D"))
-    batch, dim = image_features.shape
-    text_features = check_features("text_features", text_features, (batch, dim))
-    if isinstance(negative_features, torch.Tensor) and negative_features.dim() == 2:
-        negative_features = negative_features[:, None]  # one negative per caption
-    negative_features = check_features("negative_features", negative_features, (batch, "N", dim))
-    check_same_dtype_device(
-        ("image_features", image_features),
-        ("text_features", text_features),
-        ("negative_features", negative_features),
-    )
-    negatives = negative_features.shape[1]
-    mask = (
-        None
-        if negative_mask is None
-        else check_negative_mask(negative_mask, batch, negatives, image_features.device)
-    )
-    scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
-    missing = check_missing(missing)
-    check_bool("local_loss", local_loss)
-    check_bool("gather_with_grad", gather_with_grad)
+    empty_ok = allow_empty(group)
+    with validated(group, "negclip_loss"):
+        image_features = check_features(
+            "image_features", image_features, ("B", "D"), allow_empty=empty_ok
+        )
+        batch, dim = image_features.shape
+        text_features = check_features(
+            "text_features", text_features, (batch, dim), allow_empty=empty_ok
+        )
+        if isinstance(negative_features, torch.Tensor) and negative_features.dim() == 2:
+            negative_features = negative_features[:, None]  # one negative per caption
+        negative_features = check_features(
+            "negative_features", negative_features, (batch, "N", dim), allow_empty=empty_ok
+        )
+        check_same_dtype_device(
+            ("image_features", image_features),
+            ("text_features", text_features),
+            ("negative_features", negative_features),
+        )
+        negatives = negative_features.shape[1]
+        mask = (
+            None
+            if negative_mask is None
+            else check_negative_mask(negative_mask, batch, negatives, image_features.device)
+        )
+        scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
+        missing = check_missing(missing)
+        check_bool("local_loss", local_loss)
+        check_bool("gather_with_grad", gather_with_grad)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
@@ -104,7 +113,14 @@ def negclip_loss(
     if mask is not None:
         # Zero-filled like the release: a missing negative scores exactly 0, without gradient.
         negative = torch.where(mask[..., None], negative, torch.zeros_like(negative))
-    gather = start_gather(image, group)
+    facts = {
+        "negatives N": negatives,
+        "negative_mask given": mask is not None,
+        "logit_scale requires grad": scale.requires_grad,
+        "local_loss": local_loss,
+        "gather_with_grad": gather_with_grad,
+    }
+    gather = start_gather(image, group, facts=facts, caller="negclip_loss")
     all_image, all_text, all_negative = (
         gather.everyone(t, with_grad=gather_with_grad, keep_local=not local_loss)
         for t in (image, text, negative)

@@ -16,8 +16,8 @@ from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_sigmoid_loss
 from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype, promote
-from vlp.losses._gather import start_gather
-from vlp.losses._infonce import check_backend, check_chunk_size
+from vlp.losses._gather import allow_empty, start_gather, validated
+from vlp.losses._infonce import check_backend, check_chunk_size, empty_rows_loss
 
 __all__ = ["SigLipLoss", "siglip_loss"]
 
@@ -108,7 +108,8 @@ def siglip_loss(
             compared across ranks, so make them globally unique per sample.
         local_loss: compute only this rank's image rows (see above).
         gather_with_grad: gather other ranks' features with gradient (see above).
-        group: process group; ``None`` means the default group if one is initialised.
+        group: process group; ``None`` means the default group if one is initialised,
+            ``False`` this rank alone (no communication, even inside a job).
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the chunked path (see
             [`vlp.kernels`][vlp.kernels]); ``"triton"`` selects it even without
             ``chunk_size``.
@@ -123,20 +124,28 @@ def siglip_loss(
         TypeError: on non-floating or differing feature dtypes, a non-int ``chunk_size``
             or non-integer ``sample_ids``.
     """
-    check_pair(image_features, text_features)
-    image_features, text_features = promote(image_features, text_features)
-    scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
-    bias = as_scalar("logit_bias", logit_bias, image_features, positive=False)
-    check_chunk_size(chunk_size)
-    check_backend(backend)
-    check_bool("local_loss", local_loss)
-    check_bool("gather_with_grad", gather_with_grad)
-    if sample_ids is not None:
-        check_sample_ids(sample_ids, image_features.shape[0], image_features)
+    with validated(group, "siglip_loss"):
+        check_pair(image_features, text_features, allow_empty=allow_empty(group))
+        image_features, text_features = promote(image_features, text_features)
+        scale = as_scalar("logit_scale", logit_scale, image_features, positive=True)
+        bias = as_scalar("logit_bias", logit_bias, image_features, positive=False)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
+        check_bool("local_loss", local_loss)
+        check_bool("gather_with_grad", gather_with_grad)
+        if sample_ids is not None:
+            check_sample_ids(sample_ids, image_features.shape[0], image_features)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
-    gather = start_gather(text, group)
+    facts = {
+        "sample_ids given": sample_ids is not None,
+        "logit_scale requires grad": scale.requires_grad,
+        "logit_bias requires grad": bias.requires_grad,
+        "local_loss": local_loss,
+        "gather_with_grad": gather_with_grad,
+    }
+    gather = start_gather(text, group, facts=facts, caller="siglip_loss")
     # Without gathered gradients this rank's own rows keep theirs (in their slot): the
     # texts are columns only, so they would otherwise get no gradient at all.
     all_text = gather.everyone(text, with_grad=gather_with_grad, keep_local=True)
@@ -155,6 +164,8 @@ def siglip_loss(
         n, m = logits.shape
         positive = _positives(n, offset, 0, m, sample_ids, all_ids, image.device)
         total = -F.logsigmoid(torch.where(positive, logits, -logits)).sum()
+    elif image.shape[0] == 0:
+        total = empty_rows_loss(image, all_text, scale, bias)
     else:
         if sample_ids is None or all_ids is None:
             row_ids = torch.arange(offset, offset + image.shape[0], device=image.device)
@@ -185,7 +196,8 @@ class SigLipLoss(nn.Module):
         max_scale: upper bound applied by `clamp_()`.
         learnable: whether scale and bias are trained parameters.
         chunk_size: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
-        group: process group used for gathering; ``None`` means the default group.
+        group: process group used for gathering; ``None`` means the default group,
+            ``False`` this rank alone.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
