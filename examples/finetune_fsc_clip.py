@@ -29,30 +29,31 @@ never looked at during training.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import random
-import runpy
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
-import common
-
-from vlp.adapters import (
-    apply_lora,
-    lora_parameters,
-    open_clip_image_tokens,
-    open_clip_text_tokens,
-)
-from vlp.data.shapes import NEGATIVE_TYPES
+from vlp.adapters import apply_lora, open_clip_image_tokens, open_clip_text_tokens
+from vlp.data import shapes_from_shards
+from vlp.data.shapes import NEGATIVE_TYPES, ShapesDataset, collate_shapes
+from vlp.eval import evaluate_shapes, metrics_table
 from vlp.heads import LogitScale
 from vlp.losses import FSCCLIPLoss, clip_loss, negclip_loss
+from vlp.negatives import hard_negatives
+from vlp.optim import param_groups, warmup_cosine_scheduler
 
 METHODS = ("clip", "negclip", "fsc-clip")
 
@@ -100,31 +101,63 @@ kinds = tuple(k for k in args.kinds.split(",") if k)
 # ------------------------------------------------------------------------- the baseline
 if not Path(args.base).exists():
     print(f"{args.base} not found: training the CLIP baseline ({args.base_steps} steps) first")
-    argv = ["train_clip.py", "--steps", str(args.base_steps), "--out", args.base]
-    argv += ["--device", args.device, "--eval-size", str(args.eval_size)]
+    command = [sys.executable, str(Path(__file__).resolve().parent / "train_clip.py")]
+    command += ["--steps", str(args.base_steps), "--out", args.base, "--device", args.device]
+    command += ["--eval-size", str(args.eval_size)]
     if args.threads:
-        argv += ["--threads", str(args.threads)]
-    saved, sys.argv = sys.argv, argv
-    try:
-        runpy.run_path(str(Path(__file__).resolve().parent / "train_clip.py"), run_name="__main__")
-    finally:
-        sys.argv = saved
+        command += ["--threads", str(args.threads)]
+    subprocess.run(command, check=True)
 
 
 def load_base() -> tuple[torch.nn.Module, LogitScale]:
-    model, scale = common.tiny_clip(), LogitScale()
-    common.load_checkpoint({"model": model, "logit_scale": scale}, args.base)
+    """The baseline recipe's model (same configuration) and temperature, from its checkpoint."""
+    model = open_clip.CLIP(
+        embed_dim=64,
+        vision_cfg=CLIPVisionCfg(
+            image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
+        ),
+    )
+    scale = LogitScale()
+    state = load_file(args.base)  # keys "model.*" and "logit_scale.*"
+    for prefix, module in (("model.", model), ("logit_scale.", scale)):
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
     model.logit_scale.requires_grad_(False)  # the temperature lives in LogitScale
     return model.to(device), scale.to(device)
 
 
-tokenize = common.tokenizer(common.TINY_CLIP["text_cfg"]["context_length"])
+tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=32)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to the baseline's input: [0, 1], then mean 0.38 and std 0.2."""
+    return (images.to(device).float().div_(255) - 0.38) / 0.2
 
 
 def evaluate(model: torch.nn.Module) -> dict[str, float]:
-    return common.evaluate(
-        model, tokenize, device=device, num_test=args.eval_size, num_compositional=args.eval_size
-    )
+    return evaluate_shapes(
+        model, tokenize, preprocess=to_model_input, device=device,
+        num_test=args.eval_size, num_compositional=args.eval_size,
+    )  # fmt: skip
+
+
+def train_batches(seed: int) -> Iterator[dict[str, Any]]:
+    """Endless training batches: WebDataset shards (``--data``) or generated samples."""
+    if args.data:
+        for epoch in itertools.count():
+            pipeline = shapes_from_shards(args.data, shuffle=2000, seed=seed + 1000 * epoch)
+            yield from DataLoader(pipeline, batch_size=args.batch_size, collate_fn=collate_shapes)
+    dataset = ShapesDataset(1_000_000, split="train", seed=seed)
+    for epoch in itertools.count():  # a fresh permutation per epoch of a million samples
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
+        yield from DataLoader(
+            dataset, batch_size=args.batch_size, sampler=order.tolist(),
+            collate_fn=collate_shapes, drop_last=True,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- hard negatives
@@ -133,8 +166,6 @@ def negatives_of(batch: dict[str, Any], rng: random.Random) -> tuple[list[list[s
     if args.negatives == "data":
         grid = [[n.get(t, "") for t in NEGATIVE_TYPES] for n in batch["negatives"]]
         return grid, torch.tensor([[bool(s) for s in row] for row in grid])
-    from vlp.negatives import hard_negatives
-
     grid, mask = hard_negatives(batch["caption"], kinds=kinds, rng=rng)
     return grid, mask
 
@@ -198,35 +229,21 @@ def finetune(method: str, seed: int) -> tuple[dict[str, float], list[float]]:
         ).to(device)
         loss_fn.logit_scale.load_state_dict(scale.state_dict())
         scale = loss_fn.logit_scale
-    params = (
-        lora_parameters(model) if args.lora else [p for p in model.parameters() if p.requires_grad]
-    )
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2] + [
-        p for p in scale.parameters() if p.requires_grad
-    ]
+    # AdamW with weight decay on every trained matrix (LoRA's A and B with --lora), none on
+    # vectors and the temperature; linear warm-up, then cosine to zero (as the release).
     optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        param_groups(model, scale, weight_decay=args.weight_decay, no_decay_names=()),
         lr=lr,
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine to zero (as the release)
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    batches = common.train_batches(args.data, batch_size=args.batch_size, seed=1000 + seed)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=warmup, total_steps=args.steps)
+    batches = train_batches(1000 + seed)
     losses = []
     model.train()
     for _ in range(args.steps):
         batch = next(batches)
-        images = common.to_model_input(batch["image"], device)
+        images = to_model_input(batch["image"])
         captions = list(batch["caption"])
         grid, mask = (None, None) if method == "clip" else negatives_of(batch, rng)
         out = encode_batch(model, images, captions, grid, mask, dense=method == "fsc-clip")
@@ -284,11 +301,11 @@ print(
     f"lr {lr:g}{', LoRA' if args.lora else ''}, negatives: {args.negatives}; "
     f"{time.perf_counter() - start:.0f} s in total\nmean over seeds:"
 )
-common.print_table(means)
+print(metrics_table(means))
 if args.seeds > 1:
     spreads = {n: summary(v, statistics.stdev) for n, v in runs.items() if len(v) > 1}
     print("\nstandard deviation over seeds:")
-    common.print_table(spreads)
+    print(metrics_table(spreads))
 if args.json:
     Path(args.json).write_text(
         json.dumps({"args": vars(args), "runs": runs, "mean": means, "history": history}, indent=1)

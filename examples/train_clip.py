@@ -1,8 +1,8 @@
 """Baseline recipe: CLIP (Radford et al., ICML 2021) trained from scratch on the shapes data.
 
-A tiny open_clip ViT (``common.TINY_CLIP``, randomly initialised) learns from the
-embedded procedural data with ``vlp.losses.clip_loss`` and a learnable
-``vlp.heads.LogitScale``, then prints retrieval, zero-shot and compositional accuracy.
+A tiny open_clip ViT, randomly initialised, learns from the embedded procedural data with
+``vlp.losses.clip_loss`` and a learnable ``vlp.heads.LogitScale``, then prints retrieval,
+zero-shot and compositional accuracy (``vlp.eval.evaluate_shapes``).
 
     python examples/train_clip.py                                  # CPU, a few minutes
     python examples/train_clip.py --plot clip.png --out clip.safetensors
@@ -18,22 +18,29 @@ global-batch loss, and only rank 0 evaluates and saves.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
-import sys
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import open_clip
 import torch
+import torch.distributed as dist
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
-import common
-
+from vlp.data import shapes_from_shards
+from vlp.data.shapes import ShapesDataset, collate_shapes
 from vlp.distributed import get_rank, get_world_size
+from vlp.eval import evaluate_shapes, metrics_table
 from vlp.heads import LogitScale
 from vlp.losses import clip_loss
+from vlp.optim import param_groups, warmup_cosine_scheduler
 
 parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,58 +59,109 @@ parser.add_argument("--threads", type=int, default=None, help="torch CPU threads
 parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
 parser.add_argument("--eval-size", type=int, default=1000, help="images per evaluation split")
 parser.add_argument("--out", default=None, help="save a safetensors checkpoint here")
-parser.add_argument("--plot", default=None, help="save training curves (png) here")
+parser.add_argument("--plot", default=None, help="save training curves (png, matplotlib) here")
 parser.add_argument("--json", default=None, help="write the metrics as JSON here")
 args = parser.parse_args()
 
 if args.threads:
     torch.set_num_threads(args.threads)
-device = common.init_distributed(args.device)
+
+# ------------------------------------------------------------------ torchrun set-up
+# Under torchrun (WORLD_SIZE > 1) join the process group: NCCL with one GPU per
+# LOCAL_RANK, gloo on the CPU. A plain `python` run is a world of one.
+device = torch.device(args.device)
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if args.device.startswith("cuda"):
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
 rank, world = get_rank(), get_world_size()
 torch.manual_seed(args.seed)  # same initial weights on every rank
 
-# Model: open_clip's CLIP, unmodified. The temperature lives in vlp's LogitScale, so
-# open_clip's own logit_scale parameter is frozen (and unused).
-model = common.tiny_clip().to(device)
+# ------------------------------------------------------------------ model
+# open_clip's CLIP, unmodified: a ViT on 64x64 images with 8x8 patches (64 tokens), 2 layers,
+# width 64, and a 2-layer text transformer with a 32-token context; ~3.5M parameters, 3.2M of
+# them the token embedding of the 49408-word BPE vocabulary. The temperature lives in vlp's
+# LogitScale, so open_clip's own logit_scale is frozen (and unused).
+model = open_clip.CLIP(
+    embed_dim=64,
+    vision_cfg=CLIPVisionCfg(
+        image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0
+    ),
+    text_cfg=CLIPTextCfg(
+        context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
+    ),
+).to(device)
 model.logit_scale.requires_grad_(False)
 logit_scale = LogitScale(init=1 / 0.07, max_scale=100.0).to(device)
-tokenize = common.tokenizer(model.context_length)
+tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=model.context_length)
 train_model = DistributedDataParallel(model) if world > 1 else model
 
-# AdamW without weight decay on gains, biases, embeddings and the temperature (as CLIP).
-decay, no_decay = [], [*logit_scale.parameters()]
-for name, p in model.named_parameters():
-    if p.requires_grad:
-        wd = p.ndim >= 2 and "embedding" not in name and "positional" not in name
-        (decay if wd else no_decay).append(p)
+# AdamW without weight decay on gains, biases, embeddings and the temperature (as CLIP);
+# linear warm-up, then cosine decay to zero.
 optimizer = torch.optim.AdamW(
-    [
-        {"params": decay, "weight_decay": args.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ],
+    param_groups(model, logit_scale, weight_decay=args.weight_decay),
     lr=args.lr,
     betas=(0.9, 0.98),
     eps=1e-6,
 )
+scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=args.warmup, total_steps=args.steps)
 
 
-def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+# ------------------------------------------------------------------ data
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` images to normalised float32 on the device.
+
+    The shapes images have a grey background (mean about 0.38 per channel); a std of 0.2,
+    wider than the data's, keeps the saturated object colours within a few units.
+    """
+    return (images.to(device).float().div_(255) - 0.38) / 0.2
 
 
-scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-batches = common.train_batches(
-    args.data, batch_size=args.batch_size, seed=args.seed, workers=args.workers
-)
+def train_batches() -> Iterator[dict[str, Any]]:
+    """Endless batches for this rank: WebDataset shards (``--data``) or generated samples."""
+    if args.data:  # shards are split across ranks and workers by the pipeline
+        for epoch in itertools.count():
+            pipeline = shapes_from_shards(
+                args.data, shuffle=2000, seed=args.seed + 1000 * epoch + rank
+            )
+            loader = DataLoader(
+                pipeline,
+                batch_size=args.batch_size,
+                collate_fn=collate_shapes,
+                num_workers=args.workers,
+            )
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError(f"rank {rank} read no samples from {args.data!r}")
+    dataset = ShapesDataset(1_000_000, split="train", seed=args.seed)
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, seed=args.seed, drop_last=True
+    )
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        yield from DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            sampler=sampler,
+            collate_fn=collate_shapes,
+            num_workers=args.workers,
+            drop_last=True,
+        )
 
+
+# ------------------------------------------------------------------ training
+batches = train_batches()
 history: dict[str, list[float]] = {"loss": [], "logit scale": [], "lr": []}
 start = time.perf_counter()
-progress = tqdm(range(args.steps), disable=rank != 0, desc="train", mininterval=2.0)
-for step in progress:
+for step in range(args.steps):
     batch = next(batches)
-    images = common.to_model_input(batch["image"], device)
+    images = to_model_input(batch["image"])
     texts = tokenize(batch["caption"]).to(device)
     image_features, text_features, _ = train_model(images, texts)
     loss = clip_loss(image_features, text_features, logit_scale())
@@ -116,35 +174,60 @@ for step in progress:
     history["loss"].append(loss.item())
     history["logit scale"].append(logit_scale().detach().item())
     history["lr"].append(scheduler.get_last_lr()[0])
-    if step % 20 == 0:
-        progress.set_postfix(loss=f"{loss.item():.3f}", scale=f"{history['logit scale'][-1]:.1f}")
+    if rank == 0 and (step % 100 == 0 or step == args.steps - 1):
+        print(
+            f"step {step + 1}/{args.steps}: loss {history['loss'][-1]:.3f}, "
+            f"scale {history['logit scale'][-1]:.1f}",
+            flush=True,
+        )
 train_seconds = time.perf_counter() - start
 
+# ------------------------------------------------------------------ evaluation and outputs
 if rank == 0:
-    metrics = common.evaluate(
-        model, tokenize, device=device, num_test=args.eval_size, num_compositional=args.eval_size
+    metrics = evaluate_shapes(
+        model,
+        tokenize,
+        preprocess=to_model_input,
+        device=device,
+        num_test=args.eval_size,
+        num_compositional=args.eval_size,
     )
     total_seconds = time.perf_counter() - start
+    tail = history["loss"][-20:]
     print(
         f"\ntrained {args.steps} steps x {args.batch_size * world} samples in {train_seconds:.0f} s; "
         f"total with evaluation {total_seconds:.0f} s; loss {history['loss'][0]:.3f} -> "
-        f"{sum(history['loss'][-20:]) / len(history['loss'][-20:]):.3f}"
+        f"{sum(tail) / len(tail):.3f}"
     )
-    common.print_table({"clip": metrics})
-    if args.out:
-        common.save_checkpoint(
-            {"model": model, "logit_scale": logit_scale},
+    print(metrics_table({"clip": metrics}))
+    if args.out:  # one safetensors file, keys "model.*" and "logit_scale.*"
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state |= {f"logit_scale.{k}": v for k, v in logit_scale.state_dict().items()}
+        save_file(
+            {k: v.detach().cpu().contiguous().clone() for k, v in state.items()},
             args.out,
-            {"recipe": "train_clip", "steps": str(args.steps)},
+            metadata={"recipe": "train_clip", "steps": str(args.steps)},
         )
     if args.plot:
-        common.plot_curves(
-            {"loss": history["loss"], "logit scale": history["logit scale"]}, args.plot
-        )
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves = {"loss": history["loss"], "logit scale": history["logit scale"]}
+        fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+        for ax, (name, values) in zip(axes[0], curves.items()):
+            ax.plot(range(1, len(values) + 1), values)
+            ax.set_xlabel("step")
+            ax.set_title(name)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        plt.close(fig)
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {"metrics": metrics, "history": history, "train_seconds": train_seconds}, indent=1
             )
         )
-common.cleanup_distributed()
+if dist.is_available() and dist.is_initialized():
+    dist.destroy_process_group()

@@ -1,37 +1,31 @@
 from __future__ import annotations
 
-import json
 import math
-import runpy
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "finetune_fsc_clip.py"
+from _recipes import parse_tables, run_json
 
 
-def _run(tmp_path: Path, *args: str) -> dict:
-    out = tmp_path / "finetune.json"
-    old = sys.argv
-    sys.argv = ["finetune_fsc_clip.py", "--threads", "1", "--json", str(out), *args]
-    try:
-        runpy.run_path(str(RECIPE), run_name="__main__")
-    finally:
-        sys.argv = old
-    return json.loads(out.read_text())
+def _run(tmp_path: Path, *args: str) -> dict[str, Any]:
+    result, stdout = run_json("finetune_fsc_clip.py", *args, cwd=tmp_path)
+    result["stdout"] = stdout
+    return result
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The recipe trains the baseline itself when the checkpoint is missing.
     path = tmp_path_factory.mktemp("base") / "clip-base.safetensors"
-    _run(
+    result = _run(
         path.parent, "--base", str(path), "--base-steps", "2", "--steps", "1", "--methods",
         "clip", "--eval-size", "20", "--negatives", "data",
     )  # fmt: skip
     assert path.exists()
+    assert "not found: training the CLIP baseline (2 steps) first" in result["stdout"]
+    # The baseline recipe's own table, then the fine-tuning table.
+    assert [list(t) for t in parse_tables(result["stdout"])] == [["clip"], ["base", "clip"]]
     return path
 
 
@@ -44,6 +38,11 @@ def test_recipe_runs_and_first_losses_are_ordered(
         negatives,
     )  # fmt: skip
     assert list(result["mean"]) == ["base", "clip", "negclip", "fsc-clip"]
+    # The printed table: the mean over seeds, run by run, in percent.
+    (table,) = parse_tables(result["stdout"])
+    assert list(table) == list(result["mean"])
+    for name, metrics in result["mean"].items():
+        assert table[name] == {k: float(f"{100 * v:.1f}") for k, v in metrics.items()}
     for metrics in result["mean"].values():
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
         assert "comp mean" in metrics and "i2t R@1" in metrics

@@ -1,65 +1,43 @@
+"""examples/train_clip.py, run as a user runs it: its printed table, JSON and checkpoint."""
+
 from __future__ import annotations
 
-import json
-import runpy
-import sys
+import math
 from pathlib import Path
 
 import pytest
-import torch
+from _recipes import parse_tables, run_json
+from _tiny_clip import tiny_clip
+from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-import common  # noqa: E402
-
-METRICS = [
-    *(f"{d} R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)),
-    "zero-shot shape",
-    "zero-shot colour",
-    "comp attribute_swap",
-    "comp relation_swap",
-    "comp object_replacement",
-    "comp attribute_replacement",
-    "comp count_change",
-    "comp mean",
-]
-
-
-def _run_recipe(tmp_path: Path, *args: str) -> dict:
-    out = tmp_path / "metrics.json"
-    argv = ["train_clip.py", "--threads", "1", "--json", str(out), *args]
-    old = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(str(ROOT / "examples" / "train_clip.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    return json.loads(out.read_text())
+from vlp.eval import SHAPES_METRICS
+from vlp.heads import LogitScale
 
 
 def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
-    ckpt = tmp_path / "clip.safetensors"
-    result = _run_recipe(
-        tmp_path, "--steps", "3", "--batch-size", "16", "--eval-size", "40", "--out", str(ckpt)
-    )
+    ckpt, plot = tmp_path / "clip.safetensors", tmp_path / "curves.png"
+    result, stdout = run_json(
+        "train_clip.py", "--steps", "3", "--batch-size", "16", "--eval-size", "40",
+        "--out", str(ckpt), "--plot", str(plot), cwd=tmp_path,
+    )  # fmt: skip
     metrics = result["metrics"]
-    assert list(metrics) == METRICS
+    assert tuple(metrics) == SHAPES_METRICS
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
-    assert len(result["history"]["loss"]) == 3
-    assert all(torch.isfinite(torch.tensor(result["history"]["loss"])))
-    # The checkpoint loads back into a fresh model, bit for bit.
-    from safetensors.torch import load_file
-
-    from vlp.heads import LogitScale
-
-    model, scale = common.tiny_clip(), LogitScale(init=2.0)
-    common.load_checkpoint({"model": model, "logit_scale": scale}, str(ckpt))
+    loss = result["history"]["loss"]
+    assert len(loss) == 3 and all(map(math.isfinite, loss))
+    assert abs(loss[0] - math.log(16)) < 1.0  # near chance at initialisation
+    # The printed table is the JSON's metrics in percent.
+    (table,) = parse_tables(stdout)
+    assert list(table) == ["clip"]
+    assert table["clip"] == {k: float(f"{100 * v:.1f}") for k, v in metrics.items()}
+    assert "step 3/3: loss" in stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The checkpoint loads back into the recipe's model, bit for bit.
+    model, scale = tiny_clip(), LogitScale()
     state = load_file(str(ckpt))
     assert set(state) == {f"model.{k}" for k in model.state_dict()} | {"logit_scale.log_scale"}
-    for k, v in model.state_dict().items():
-        assert torch.equal(state[f"model.{k}"], v)
-    assert torch.equal(state["logit_scale.log_scale"], scale.log_scale.detach())
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    scale.load_state_dict({"log_scale": state["logit_scale.log_scale"]})
     assert float(scale().detach()) == pytest.approx(result["history"]["logit scale"][-1], rel=1e-6)
 
 
@@ -69,32 +47,16 @@ def test_recipe_reads_webdataset_shards(tmp_path: Path) -> None:
 
     ds = ShapesDataset(40, seed=9)
     write_shards((ds[i] for i in range(len(ds))), tmp_path / "shards", shard_size=20)
-    result = _run_recipe(
-        tmp_path, "--data", str(tmp_path / "shards"), "--steps", "2", "--batch-size", "8",
-        "--eval-size", "20",
+    result, _ = run_json(
+        "train_clip.py", "--data", str(tmp_path / "shards"), "--steps", "2", "--batch-size", "8",
+        "--eval-size", "20", cwd=tmp_path,
     )  # fmt: skip
     assert len(result["history"]["loss"]) == 2
 
 
-def test_format_table_side_by_side() -> None:
-    table = common.format_table({"clip": {"a": 0.5, "b": 0.25}, "negclip": {"a": 0.75}})
-    lines = table.splitlines()
-    assert lines[0].split() == ["metric", "clip", "negclip"]
-    assert lines[2].split() == ["a", "50.0", "75.0"]
-    assert lines[3].split() == ["b", "25.0", "-"]
-
-
-def test_tiny_clip_overrides() -> None:
-    model = common.tiny_clip(vision_cfg={"layers": 1}, embed_dim=32)
-    assert len(model.visual.transformer.resblocks) == 1
-    assert model.text_projection.shape == (64, 32)
-    x = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
-    assert model.encode_image(common.to_model_input(x, "cpu")).shape == (2, 32)
-
-
 @pytest.mark.slow
 def test_recipe_learns(tmp_path: Path) -> None:
-    result = _run_recipe(tmp_path, "--steps", "300", "--eval-size", "500")
+    result, _ = run_json("train_clip.py", "--steps", "300", "--eval-size", "500", cwd=tmp_path)
     loss = result["history"]["loss"]
     assert sum(loss[-20:]) / 20 < loss[0] - 1.5  # from ~ln(64) = 4.16
     metrics = result["metrics"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny_clip import tiny_clip, tokenizer
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -24,19 +24,16 @@ from vlp.adapters import (
 )
 from vlp.testing import assert_close
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import common
-
 
 def _model(seed: int = 0) -> open_clip.CLIP:
     torch.manual_seed(seed)
-    return common.tiny_clip()
+    return tiny_clip()
 
 
 def _inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(3, 3, 64, 64, generator=g)
-    text = common.tokenizer()(["a red circle", "two blue squares left of a cube", "a"])
+    text = tokenizer()(["a red circle", "two blue squares left of a cube", "a"])
     return images, text
 
 

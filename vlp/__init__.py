@@ -3,7 +3,8 @@
 Subpackages are imported lazily so that ``import vlp`` stays cheap and imports none of
 Triton, timm, open_clip, torchvision, webdataset or huggingface_hub: ``vlp.losses``,
 ``vlp.masking``, ``vlp.heads``, ``vlp.models``, ``vlp.augment``, ``vlp.negatives``,
-``vlp.kernels``, ``vlp.distributed``, ``vlp.adapters``, ``vlp.data`` and ``vlp.eval``.
+``vlp.kernels``, ``vlp.distributed``, ``vlp.adapters``, ``vlp.data``, ``vlp.eval`` and
+``vlp.optim``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _SUBMODULES = (
     "masking",
     "models",
     "negatives",
+    "optim",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

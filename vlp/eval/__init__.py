@@ -1,7 +1,14 @@
 """Evaluation: retrieval recall@k, zero-shot classification and segmentation, composition.
 
 Pure functions on embeddings or similarity matrices; nothing here trains or loads a model.
+The recipes' evaluation table on the embedded shapes data (:mod:`vlp.eval.shapes`:
+``evaluate_shapes``, ``metrics_table``, ``SHAPES_METRICS``) is imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from vlp.eval.compositional import CompositionalAccuracy, compositional_accuracy, paired_similarity
 from vlp.eval.retrieval import retrieval_recall, similarity_matrix
@@ -14,12 +21,20 @@ from vlp.eval.segmentation import (
 from vlp.eval.sugarcrepe import SugarCrepeItem, read_sugarcrepe, read_sugarcrepe_file
 from vlp.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
+if TYPE_CHECKING:
+    from vlp.eval.shapes import SHAPES_METRICS, evaluate_shapes, metrics_table
+
+_LAZY = {"SHAPES_METRICS", "evaluate_shapes", "metrics_table"}
+
 __all__ = [
+    "SHAPES_METRICS",
     "CompositionalAccuracy",
     "SegmentationScores",
     "SugarCrepeItem",
     "compositional_accuracy",
+    "evaluate_shapes",
     "mean_iou",
+    "metrics_table",
     "paired_similarity",
     "read_sugarcrepe",
     "read_sugarcrepe_file",
@@ -30,3 +45,15 @@ __all__ = [
     "zero_shot_accuracy",
     "zero_shot_classifier",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module("vlp.eval.shapes"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vlp.eval' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
