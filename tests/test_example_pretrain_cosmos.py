@@ -11,7 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from test_example_train_clip import METRICS  # noqa: E402
+from vlp.eval import SHAPES_METRICS  # noqa: E402
+
+METRICS = list(SHAPES_METRICS)
 
 
 def _run_recipe(tmp_path: Path, *args: str) -> dict:
