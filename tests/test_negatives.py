@@ -55,20 +55,32 @@ def tiny_lexicon(**extra):
 
 
 def test_swap_attribute_noun_and_phrase():
-    got = outputs(swap, "a red circle and a blue square")
+    got = outputs(swap, "a red circle and a blue square", strict=False)
     assert got == {
         "a blue circle and a red square",  # adjectives
         "a red square and a blue circle",  # nouns
         "a blue square and a red circle",  # noun phrases
     }
+    # strict: exchanging the two items of a list says the same thing
+    assert outputs(swap, "a red circle and a blue square") == got - {
+        "a blue square and a red circle"
+    }
 
 
 def test_swap_repairs_articles_and_first_word_case():
-    got = outputs(swap, "A red car and an orange bus.")
+    got = outputs(swap, "A red car and an orange bus.", strict=False)
     assert got == {
         "An orange car and a red bus.",
         "A red bus and an orange car.",
         "An orange bus and a red car.",
+    }
+    # strict: no list items exchanged whole, and no near colours (red, orange) exchanged
+    assert outputs(swap, "A blue car and an orange bus.", seeds=range(200)) == {
+        "An orange car and a blue bus.",
+        "A blue bus and an orange car.",
+    }
+    assert outputs(swap, "A red car and an orange bus.", seeds=range(200)) == {
+        "A red bus and an orange car."
     }
 
 
@@ -111,7 +123,9 @@ def test_replace_known_answers_on_a_tiny_lexicon():
 
 def test_replace_keeps_plural_and_inflects_counts():
     lex = tiny_lexicon()
-    got = outputs(replace, "Two crosses are on a square", lexicon=lex, seeds=range(200))
+    got = outputs(
+        replace, "Two crosses are on a square", lexicon=lex, seeds=range(200), strict=False
+    )
     assert "Two circles are on a square" in got  # plural kept
     assert "Two squares are on a square" in got
     assert "One cross is on a square" in got  # count crosses one: noun and copula follow
@@ -161,7 +175,7 @@ def test_replace_prepositions_follow_the_frequency_table():
     lex = Lexicon(data)
     counts: dict[str, int] = {}
     for s in range(2000):
-        out = replace("the cat on the mat", random.Random(s), lexicon=lex)
+        out = replace("the cat on the mat", random.Random(s), lexicon=lex, strict=False)
         if out is not None and out.endswith("the mat") and "cat" in out:
             word = out[len("the cat ") : -len(" the mat")]
             counts[word] = counts.get(word, 0) + 1
@@ -309,7 +323,9 @@ def test_every_shapes_dataset_sample_text_gets_a_negative():
         for i in range(len(data)):
             sample = data[i]
             texts += [*sample["captions"], sample["description"], *sample["negatives"].values()]
-    _, mask = hard_negatives(texts, rng=random.Random(2))
+    # a one-phrase text ("two striped orange circles") has only a shuffle, which gives up
+    # (as in the reference) when 10 draws of its two bigrams all keep the order: p = 2^-10
+    _, mask = hard_negatives(texts, rng=random.Random(3))
     assert mask.any(dim=1).all(), [t for t, m in zip(texts, mask) if not m.any()]
 
 
@@ -377,19 +393,20 @@ def test_replace_acronyms_are_not_shouted():
     got = outputs(replace, "An empty room with a couch and a TV", seeds=range(300))
     tv = {g.split(" and ")[1].split(" ", 1)[1] for g in got if not g.endswith(" TV")}
     assert tv and all(w[0].isupper() and not w[1:].isupper() for w in tv), tv
-    assert "Computer" in tv
+    assert "Camera" in tv
 
 
 def test_swap_span_kinds_follow_the_reference():
     # two-word noun phrases are not swapped as phrases, only their nouns are
-    assert outputs(swap, "a dog and a cat") == {"a cat and a dog"}
+    assert outputs(swap, "a dog and a cat", strict=False) == {"a cat and a dog"}
     # verb phrases with auxiliaries move whole
     cap = "a man is riding a horse while a woman is walking a dog"
-    assert "a man is walking a horse while a woman is riding a dog" in outputs(swap, cap)
+    assert "a man is walking a horse while a woman is riding a dog" in outputs(
+        swap, cap, strict=False
+    )
     # adverbs
-    assert outputs(swap, "a dog runs quickly and a cat walks slowly", seeds=range(200)) >= {
-        "a dog runs slowly and a cat walks quickly"
-    }
+    got = outputs(swap, "a dog runs quickly and a cat walks slowly", seeds=range(200), strict=False)
+    assert got >= {"a dog runs slowly and a cat walks quickly"}
 
 
 def test_replace_mass_nouns_stay_mass_and_multiword_units_stay_whole():
@@ -435,24 +452,28 @@ def test_documented_examples():
     )
     assert texts == [
         [
-            "a red square and a blue circle",
-            "a red circle and a green square",
-            "a red circle and square a blue",
+            "a blue circle and a red square",
+            "a red diamond and a blue square",
+            "a red a blue circle and square",
         ],
         ["", "", "runs. A dog"],
         ["", "", ""],
     ]
     assert mask.tolist() == [[True, True, True], [False, False, True], [False, False, False]]
     cap = "A man riding a horse on the beach."
-    assert [swap(cap, random.Random(s)) for s in range(2)] == [
-        "A man riding a beach on the horse.",
+    assert [swap(cap, random.Random(s)) for s in range(3)] == [
         "A beach riding a horse on the man.",
+        "A man riding a beach on the horse.",
+        "A horse riding a man on the beach.",
     ]
     assert [replace(cap, random.Random(s)) for s in range(3)] == [
-        "A man towing a horse on the beach.",
-        "A man riding a raccoon on the beach.",
-        "A person riding a horse on the beach.",
+        "A man sailing a horse on the beach.",
+        "A man riding a goat on the beach.",
+        "A woman riding a horse on the beach.",
     ]
+    # the true "negative" the page used to show ("person" is a general noun now)
+    assert not any("person" in g for g in outputs(replace, cap, seeds=range(300)))
+    assert swap("A plate of food with chicken, rice and broccoli.", random.Random(0)) is None
     assert shuffle(cap, random.Random(0)) == "horse on A man. riding a the beach"
 
 
@@ -467,7 +488,7 @@ def test_lexicon_pickles_for_data_loader_workers():
 
 
 def test_spec_case_red_car_blue_bus():
-    assert outputs(swap, "a red car and a blue bus") == {
+    assert outputs(swap, "a red car and a blue bus", strict=False) == {
         "a blue car and a red bus",
         "a red bus and a blue car",
         "a blue bus and a red car",

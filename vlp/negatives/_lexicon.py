@@ -20,6 +20,37 @@ token. The format of the mapping is documented in ``docs/negatives.md``; in shor
   be absent).
 * ``determiners``, ``pronouns``, ``auxiliaries``, ``conjunctions``, ``adverbs``: closed
   word classes.
+
+Optional keys that keep negatives false (``strict=True``, the default of the generators):
+
+* ``general_nouns``: noun entries that are tagged but never replaced nor used as a
+  replacement: hypernyms and gender- or age-neutral words ("person", "animal", "vehicle",
+  "food", "child") whose substitution can keep a caption true.
+* ``framing_nouns``: noun entries for groupings, parts and views ("group", "pair", "piece",
+  "view"), never replaced and never swapped.
+* ``swap_excluded_categories``: noun categories whose nouns are never swapped ("position",
+  "picture").
+* ``noun_overlaps``, ``verb_synonyms``, ``adjective_overlaps``: groups of words (verbs as
+  base forms) that never replace one another, because one can describe the same thing as
+  the other (dog and puppy, street and road, holding and carrying, white and cream).
+* ``preposition_sets``: grammatical sets of prepositions, each a list of clusters
+  ``"a|b"`` of near-synonyms; a preposition is replaced only by one of another cluster of
+  its own set (locative by locative, "with" by "without").
+* ``intransitive_verbs``, ``transitive_verbs``: base forms; a verb with a direct object
+  is replaced only by one that can take it, one without only by one that needs none.
+  Words these groups name that the lexicon does not list (as that word class) are
+  ignored, so that a trimmed copy of the shipped lexicon still compiles.
+* ``partitive_heads``: nouns that head "X of Y" (containers, "a plate of food", and
+  positions, "the top of a hill"); a noun before "of" is replaced only when it is listed,
+  and then only by another listed noun of its category.
+* ``preposition_overlaps``: pairs ``["a|b", "c|d"]``: no word of one side replaces a word
+  of the other ("near" is true of anything "on" or "under" something; "in" and "on" a
+  street are the same place).
+* ``position_opposites``: pairs of position nouns; a position noun not followed by "of"
+  ("on the left", "in the background") is replaced only by its opposite.
+* ``animate_categories``, ``animate_adjectives``, ``inanimate_adjectives``: an adjective
+  of the first list only replaces a modifier of an animate head noun, one of the second
+  only that of an inanimate head ("an old man" becomes "a young man", never "a new man").
 """
 
 from __future__ import annotations
@@ -50,6 +81,10 @@ POSS = 2048
 PROPN = 4096
 X = 8192
 PART = 16384
+
+#: Internal noun categories of ``general_nouns`` and ``framing_nouns`` (never replaced).
+GENERAL = "(general)"
+FRAMING = "(framing)"
 
 _REQUIRED_LISTS = (
     "colours",
@@ -171,6 +206,33 @@ class Lexicon:
         self.prepositions: dict[str, int] = {}
         #: Phrases listed in ``spatial_relations`` (the relations ``swap`` exchanges).
         self.spatial: set[str] = set()
+        #: Noun categories whose nouns ``swap`` never moves (strict mode).
+        self.swap_excluded: frozenset[str] = frozenset()
+        #: Strict replacements: noun candidates less overlapping concepts.
+        self.noun_candidates_strict: dict[tuple[str, int], tuple[tuple[str, str | None], ...]] = {}
+        #: Strict replacements: verb candidates less synonyms.
+        self.verb_candidates_strict: dict[tuple[str, int], tuple[tuple[str, ...], ...]] = {}
+        #: preposition -> (candidates, frequency-table weights) within its grammatical set.
+        self.prep_sets: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
+        #: preposition -> (set index, cluster index); prepositions of one cluster are synonyms.
+        self.prep_cluster: dict[str, tuple[int, int]] = {}
+        #: adjective -> adjectives it never becomes (strict mode).
+        self.adj_overlaps: dict[str, frozenset[str]] = {}
+        #: Preposition pairs that never replace one another (strict mode).
+        self.prep_apart: frozenset[tuple[str, str]] = frozenset()
+        self.animate_categories: frozenset[str] = frozenset()
+        self.animate_adjectives: frozenset[str] = frozenset()
+        self.inanimate_adjectives: frozenset[str] = frozenset()
+        #: Verb base forms that take no direct object, and those that need one.
+        self.intransitive: frozenset[str] = frozenset()
+        self.transitive: frozenset[str] = frozenset()
+        #: Noun concepts that head "X of Y" ("a plate of", "the top of").
+        self.partitive: frozenset[tuple[str, int]] = frozenset()
+        self._partitive: list[str] = []
+        #: position noun -> its opposites ("left" -> "right").
+        self.position_opposites: dict[str, frozenset[str]] = {}
+        self._noun_overlaps: list[list[str]] = []
+        self._verb_synonyms: list[list[str]] = []
         self._multi: set[tuple[str, ...]] = set()
         self._build(data)
         self._finish()
@@ -192,10 +254,13 @@ class Lexicon:
         nouns = data.get("nouns", {})
         if not isinstance(nouns, Mapping):
             raise ValueError(f"lexicon['nouns'] must be a mapping, got {type(nouns).__name__}")
-        for category, entries in nouns.items():
+        groups = [(str(c), e, f"nouns.{c}") for c, e in nouns.items()]
+        groups += [(GENERAL, data.get("general_nouns", []), "general_nouns")]
+        groups += [(FRAMING, data.get("framing_nouns", []), "framing_nouns")]
+        for category, entries, key in groups:
             if not isinstance(entries, list):
-                raise ValueError(f"lexicon['nouns'][{category!r}] must be a list")
-            _check_words(f"nouns.{category}", entries)
+                raise ValueError(f"lexicon[{key!r}] must be a list")
+            _check_words(key, entries)
             concepts = self.concepts.setdefault(str(category), [])
             for entry in entries:
                 forms: list[tuple[str, str | None]] = []
@@ -305,6 +370,7 @@ class Lexicon:
                     ia = self.words[a]
                     if b not in ia.prep:
                         ia.prep = (*ia.prep, b)
+        self._build_strict(data)
         for key, flag in (
             ("determiners", DET),
             ("pronouns", PRON),
@@ -316,6 +382,84 @@ class Lexicon:
             _check_words(key, entries)
             for word in entries:
                 self._info(word.lower()).mask |= flag
+
+    def _build_strict(self, data: Mapping[str, Any]) -> None:
+        def word_lists(key: str) -> list[list[str]]:
+            groups = _check_list(data, key)
+            for g in groups:
+                if not isinstance(g, list):
+                    raise ValueError(f"lexicon[{key!r}] items must be lists of words, got {g!r}")
+                _check_words(key, g)
+            return [[w.lower() for w in g] for g in groups]
+
+        excluded = _check_list(data, "swap_excluded_categories")
+        _check_words("swap_excluded_categories", excluded)
+        self.swap_excluded = frozenset(map(str, excluded)) | {FRAMING}
+        self._noun_overlaps = word_lists("noun_overlaps")
+        self._verb_synonyms = word_lists("verb_synonyms")
+        overlaps: dict[str, set[str]] = {}
+        for group in word_lists("adjective_overlaps"):
+            for w in group:
+                overlaps.setdefault(w, set()).update(x for x in group if x != w)
+        self.adj_overlaps = {w: frozenset(v) for w, v in overlaps.items()}
+        for key in ("intransitive_verbs", "transitive_verbs", "partitive_heads"):
+            _check_words(key, _check_list(data, key))
+        self.intransitive = frozenset(w.lower() for w in data.get("intransitive_verbs", []))
+        self.transitive = frozenset(w.lower() for w in data.get("transitive_verbs", []))
+        self._partitive = [w.lower() for w in data.get("partitive_heads", [])]
+        opposites: dict[str, set[str]] = {}
+        for pair in _check_list(data, "position_opposites"):
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise ValueError(
+                    f"lexicon['position_opposites'] items must be word pairs, got {pair!r}"
+                )
+            _check_words("position_opposites", pair)
+            a, b = (w.lower() for w in pair)
+            opposites.setdefault(a, set()).add(b)
+            opposites.setdefault(b, set()).add(a)
+        self.position_opposites = {k: frozenset(v) for k, v in opposites.items()}
+        for key in ("animate_categories", "animate_adjectives", "inanimate_adjectives"):
+            _check_words(key, _check_list(data, key))
+        self.animate_categories = frozenset(data.get("animate_categories", []))
+        self.animate_adjectives = frozenset(w.lower() for w in data.get("animate_adjectives", []))
+        self.inanimate_adjectives = frozenset(
+            w.lower() for w in data.get("inanimate_adjectives", [])
+        )
+        prep_apart: set[tuple[str, str]] = set()
+        for pair in _check_list(data, "preposition_overlaps"):
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise ValueError(
+                    f"lexicon['preposition_overlaps'] items must be two '|'-joined word lists, "
+                    f"got {pair!r}"
+                )
+            _check_words("preposition_overlaps", pair)
+            left, right = ([w.strip().lower() for w in side.split("|")] for side in pair)
+            prep_apart.update((a, b) for a in left for b in right)
+            prep_apart.update((b, a) for a in left for b in right)
+        self.prep_apart = frozenset(prep_apart)
+        for s, group in enumerate(_check_list(data, "preposition_sets")):
+            if not isinstance(group, list) or len(group) < 2:
+                raise ValueError(
+                    "lexicon['preposition_sets'] items must be lists of >= 2 clusters, "
+                    f"got {group!r}"
+                )
+            _check_words("preposition_sets", group)
+            clusters = [[w.strip().lower() for w in c.split("|")] for c in group]
+            for c, cluster in enumerate(clusters):
+                for w in cluster:
+                    self.prep_cluster[w] = (s, c)
+                    self._info(w).mask |= ADP
+            for c, cluster in enumerate(clusters):
+                options = [
+                    w
+                    for k, other in enumerate(clusters)
+                    if k != c
+                    for w in other
+                    if not any((x, w) in prep_apart for x in cluster)
+                ]
+                weights = tuple(float(self.prepositions.get(w, 1)) for w in options)
+                for w in cluster:
+                    self.prep_sets[w] = (tuple(options), weights)
 
     def _add_noun(self, word: str, category: str, index: int, number: str) -> None:
         info = self._info(word)
@@ -348,6 +492,28 @@ class Lexicon:
                     for j, c in enumerate(concepts)
                     if j != i and (c[1] is None) == (plural is None)
                 )
+        for category in (GENERAL, FRAMING):
+            for i in range(len(self.concepts.get(category, []))):
+                self.noun_candidates[(category, i)] = ()
+        apart: set[tuple[tuple[str, int], tuple[str, int]]] = set()
+        for group in self._noun_overlaps:
+            keys = []
+            for w in group:
+                info = self.words.get(w)
+                if info is not None and info.noun is not None:  # absent words: no constraint
+                    keys.append(info.noun[:2])
+            apart.update((a, b) for a in keys for b in keys if a != b)
+        partitive = set()
+        for w in self._partitive:
+            info = self.words.get(w)
+            if info is not None and info.noun is not None:
+                partitive.add(info.noun[:2])
+        self.partitive = frozenset(partitive)
+        for key, options in self.noun_candidates.items():
+            concepts = self.concepts[key[0]]
+            self.noun_candidates_strict[key] = tuple(
+                c for c in options if (key, (key[0], concepts.index(c))) not in apart
+            )
         by_first: dict[str, list[tuple[str, ...]]] = {}
         for parts in self._multi:
             by_first.setdefault(parts[0], []).append(parts)
@@ -360,6 +526,14 @@ class Lexicon:
             for group, lemmas in self.verb_lemmas.items()
             for i in range(len(lemmas))
         }
+        synonyms: set[tuple[str, str]] = set()
+        for cluster in self._verb_synonyms:
+            synonyms.update((a, b) for a in cluster for b in cluster if a != b)
+        for (verb_group, i), forms in self.verb_candidates.items():
+            base = self.verb_lemmas[verb_group][i][0]
+            self.verb_candidates_strict[(verb_group, i)] = tuple(
+                f for f in forms if (base, f[0]) not in synonyms
+            )
         prep_items = sorted(self.prepositions.items())
         self.prep_words = tuple(w for w, _ in prep_items)
         self.prep_weights = tuple(c for _, c in prep_items)

@@ -17,9 +17,13 @@ from vlp.negatives._lexicon import (
     ADP,
     ADV,
     AUX,
+    CONJ,
     DET,
     NOUN,
     NUM,
+    POSS,
+    PRON,
+    PROPN,
     PUNCT,
     VERB,
     Lexicon,
@@ -42,6 +46,23 @@ _AN_EXCEPTIONS = ("hour", "honest", "honor", "honour", "heir")
 _A_EXCEPTIONS = ("uni", "use", "usu", "uti", "uk", "eu", "ewe", "one", "once", "ubiq")
 _COPULA_FLIP = {"is": "are", "are": "is", "was": "were", "were": "was"}
 _MAX_SHUFFLES = 10
+# Strict swaps: words that join coordinated items, relations under which two phrases can
+# trade places without changing what is said, and adjectives that quantify rather than
+# describe.
+_COORDINATORS = frozenset((",", "and", "or", "&"))
+_SYMMETRIC = frozenset(
+    (
+        *("with", "next to", "beside", "near", "by", "alongside", "close to", "across from"),
+        *("opposite", "along with", "together with", "and", "or"),
+    )
+)
+_QUANTIFYING = frozenset(
+    (
+        *("another", "other", "few", "many", "several", "same", "different", "extra"),
+        *("single", "double", "various", "numerous", "multiple", "each", "every", "some"),
+    )
+)
+_NP_START = DET | NUM | ADJ | NOUN | POSS | PRON | PROPN
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -266,12 +287,216 @@ def _swap(an: Analysis, rng: random.Random, lexicon: Lexicon, relations: bool) -
     return None
 
 
+Span = tuple[int, int]
+
+
+def _chunk_of(an: Analysis) -> list[int]:
+    """Per word, the index of its noun phrase in ``an.chunks`` (``-1`` outside any)."""
+    out = [-1] * len(an.words)
+    for c, (s, e, _h) in enumerate(an.chunks):
+        for k in range(s, e):
+            out[k] = c
+    return out
+
+
+def _linked_chunks(an: Analysis) -> list[int]:
+    """Per noun phrase, a group id: phrases of one coordinated list or symmetric relation.
+
+    Two consecutive noun phrases are linked when only commas and "and"/"or" ("chicken,
+    rice and broccoli") or one symmetric relation ("a cat next to a dog") stand between
+    them.
+    """
+    group = list(range(len(an.chunks)))
+    for c in range(1, len(an.chunks)):
+        between = an.lower[an.chunks[c - 1][1] : an.chunks[c][0]]
+        joined = " ".join(between)
+        if between and (all(w in _COORDINATORS for w in between) or joined in _SYMMETRIC):
+            group[c] = group[c - 1]
+    return group
+
+
+def _whole(an: Analysis, span: Span, chunk: int) -> bool:
+    """Whether ``span`` is all of noun phrase ``chunk`` but its determiner."""
+    s, e, _h = an.chunks[chunk]
+    while s < e and an.tags[s] & (DET | POSS):
+        s += 1
+    return span[0] <= s and span[1] >= e
+
+
+def _bare(an: Analysis, head: int, chunk: int) -> bool:
+    """Whether a singular count noun stands without a determiner, number or possessive."""
+    if an.numbers[head] != "sg" or chunk < 0:
+        return False
+    s = an.chunks[chunk][0]
+    return not any(an.tags[k] & (DET | NUM | POSS) for k in range(s, head))
+
+
+def _bare_object(an: Analysis, start: int) -> bool:
+    """Whether the noun phrase starting at word ``start`` is a bare singular count noun."""
+    for c, (s, _e, h) in enumerate(an.chunks):
+        if s == start:
+            return _bare(an, h, c)
+    return False
+
+
+def _set_phrase(an: Analysis, i: int, lexicon: Lexicon) -> bool:
+    """Whether the preposition at ``i`` is part of a set phrase that another would break.
+
+    "topped with", "covered with" (a participle's own preposition) and "on the side",
+    "in the background" (a position noun without "of").
+    """
+    prev = an.tags[i - 1] if i > 0 else 0
+    participle = bool(prev & (VERB | ADJ)) and (
+        an.lower[i - 1].endswith("ed") or (prev == VERB and _verb_form(an, i - 1) in (2, 4))
+    )
+    if participle and an.lower[i] in ("with", "without"):
+        return True
+    for s, _e, h in an.chunks:
+        if s == i + 1:
+            info = an.infos[h]
+            position = info is not None and info.noun is not None and info.noun[0] == "position"
+            return position and an.lower[h + 1 : h + 2] != ["of"]
+    return False
+
+
+def _verb_form(an: Analysis, i: int) -> int:
+    info = an.infos[i]
+    if info is not None and info.verb is not None:
+        return info.verb[2]
+    w = an.lower[i]
+    return 3 if w.endswith("ing") else 2 if w.endswith("ed") else 1 if w.endswith("s") else 0
+
+
+def _strict_spans(an: Analysis, lexicon: Lexicon, relations: bool) -> list[list[list[Span]]]:
+    """Span kinds for strict swaps, each a list of pools of mutually swappable spans."""
+    tags, lower, infos = an.tags, an.lower, an.infos
+    n = len(tags)
+    chunk_of = _chunk_of(an)
+    heads = {h for _s, _e, h in an.chunks}
+
+    def swappable_noun(i: int) -> bool:
+        info = infos[i]
+        category = info.noun[0] if info is not None and info.noun is not None else ""
+        return tags[i] == NOUN and category not in lexicon.swap_excluded
+
+    def next_tag(i: int) -> int:
+        return tags[i + 1] if i + 1 < n else 0
+
+    nps = [
+        (s, e)
+        for s, e, h in an.chunks
+        if swappable_noun(h) and (e - s > 2 or (e - s == 2 and " " in lower[s] + lower[s + 1]))
+    ]
+    nouns: dict[tuple[str, bool], list[Span]] = {}
+    for i in sorted(heads):
+        if swappable_noun(i):
+            # a bare singular ("eating pizza") goes with the mass nouns; a container
+            # ("a plate of") only trades places with another container
+            number = "mass" if _bare(an, i, chunk_of[i]) else an.numbers[i]
+            nouns.setdefault((number, lower[i + 1 : i + 2] == ["of"]), []).append((i, i + 1))
+    adjectives = [
+        (i, i + 1)
+        for i, t in enumerate(tags)
+        if t == ADJ and chunk_of[i] >= 0 and i < an.chunks[chunk_of[i]][2]
+        if lower[i] not in _QUANTIFYING
+    ]
+    adverbs = [
+        (i, i + 1)
+        for i, t in enumerate(tags)
+        if t == ADV and infos[i] is None and lower[i].endswith("ly")
+    ]
+    verbs: dict[tuple[str, int], list[Span]] = {}
+    for i, t in enumerate(tags):
+        if t != VERB or (i > 0 and tags[i - 1] == VERB) or next_tag(i) == VERB:
+            continue
+        nt = next_tag(i)
+        if nt & _NP_START:
+            frame, span = "object", (i, i + 1)
+        elif nt == ADP and i + 2 < n and tags[i + 2] & _NP_START:
+            frame, span = "preposition", (i, i + 2)
+        elif nt & (PUNCT | CONJ) or i + 1 == n:
+            frame, span = "none", (i, i + 1)
+        else:
+            continue
+        verbs.setdefault((frame, _verb_form(an, i)), []).append(span)
+    spatial = []
+    if relations:
+        spatial = [
+            (i, i + 1)
+            for i, t in enumerate(tags)
+            if t == ADP and lower[i] in lexicon.spatial and next_tag(i) & _NP_START
+        ]
+    return [[nps], list(verbs.values()), list(nouns.values()), [adverbs], [adjectives], [spatial]]
+
+
+def _strict_pair_ok(
+    an: Analysis,
+    a: Span,
+    b: Span,
+    chunk_of: list[int],
+    group: list[int],
+    lexicon: Lexicon,
+) -> bool:
+    ca, cb = chunk_of[a[0]], chunk_of[b[0]]
+    if ca >= 0 and ca == cb:
+        return False  # two words of one noun phrase ("a red large ball")
+    if ca >= 0 and cb >= 0 and _whole(an, a, ca) and _whole(an, b, cb):
+        if group[ca] == group[cb]:
+            return False  # items of a list, or the two sides of "next to": same meaning
+        before = an.chunks[cb][0] - 1
+        if before >= 0 and an.lower[before] in _SYMMETRIC:
+            return False  # "a tree on a sidewalk near a hydrant": the hydrant may be too
+    wa, wb = an.lower[a[0]], an.lower[b[0]]
+    if a[1] - a[0] == 1 and b[1] - b[0] == 1:
+        pa, pb = lexicon.prep_cluster.get(wa), lexicon.prep_cluster.get(wb)
+        if pa is not None and pa == pb:
+            return False  # "near" and "beside"
+        if wb in lexicon.adj_overlaps.get(wa, ()):
+            return False  # "white" and "cream"
+    return True
+
+
+def _swap_strict(an: Analysis, rng: random.Random, lexicon: Lexicon, relations: bool) -> str | None:
+    text, words = an.text, an.words
+    chunk_of = _chunk_of(an)
+    group = _linked_chunks(an)
+    kinds = []
+    for pools in _strict_spans(an, lexicon, relations):
+        pairs = []
+        for spans in pools:
+            for x in range(len(spans)):
+                for y in range(x + 1, len(spans)):
+                    a, b = spans[x], spans[y]
+                    if a[1] > b[0]:
+                        continue
+                    span_a = text[words[a[0]][1] : words[a[1] - 1][2]]
+                    span_b = text[words[b[0]][1] : words[b[1] - 1][2]]
+                    if span_a.lower() == span_b.lower():
+                        continue
+                    if _strict_pair_ok(an, a, b, chunk_of, group, lexicon):
+                        pairs.append((a, b))
+        if pairs:
+            kinds.append(pairs)
+    while kinds:
+        k = rng.randrange(len(kinds))
+        pairs = kinds[k]
+        j = rng.randrange(len(pairs))
+        out = _swap_text(an, *pairs[j], lexicon)
+        if out != text:
+            return out
+        del pairs[j]
+        if not pairs:
+            del kinds[k]
+    return None
+
+
 def swap(
     caption: str,
     rng: random.Random,
     *,
     relations: bool = True,
     lexicon: Lexicon | None = None,
+    strict: bool = True,
 ) -> str | None:
     """Exchange two phrases of the same kind in a caption (NegCLIP-style swap).
 
@@ -289,18 +514,31 @@ def swap(
         rng: the generator all randomness is drawn from.
         relations: also swap two spatial relations.
         lexicon: word tables (default: the shipped lexicon).
+        strict: keep only swaps that change the meaning and keep the grammar (see
+            ``docs/negatives.md``): head nouns of the same number (singular, plural or
+            mass), never two items of one coordinated list nor the two sides of a
+            symmetric relation ("a dog and a cat", "a cat next to a dog"), never two
+            words of one noun phrase, never grouping, position or picture nouns
+            ("group", "side", "photo"); verbs only of the same form and the same frame
+            (with an object, a preposition, which moves with the verb, or neither);
+            descriptive adjectives only, manner adverbs only, and no two relations or
+            adjectives that are near-synonyms. ``False`` gives the reference's unfiltered
+            draw.
 
     Returns:
         The negative caption, or ``None`` when no two same-kind spans differ.
 
     Example:
         >>> swap("a red circle and a blue square", random.Random(0))
-        'a red square and a blue circle'
+        'a blue circle and a red square'
     """
     caption = _check_caption(caption)
     rng = _check_rng(rng)
     lex = _check_lexicon(lexicon)
-    return _swap(Analysis(caption, lex), rng, lex, bool(relations))
+    an = Analysis(caption, lex)
+    if strict:
+        return _swap_strict(an, rng, lex, bool(relations))
+    return _swap(an, rng, lex, bool(relations))
 
 
 # -- replace --------------------------------------------------------------------------------
@@ -353,16 +591,48 @@ def _copula_edit(an: Analysis, j: int) -> Edit | None:
 _Element = tuple[str, int, Sequence[Any], Sequence[float] | None, int]
 
 
-def _elements(an: Analysis, lexicon: Lexicon, relations: str) -> list[_Element]:
+def _adjective_options(an: Analysis, i: int, head: int, lexicon: Lexicon) -> tuple[str, ...]:
+    """Strict replacements of the adjective at ``i`` modifying noun ``head`` (or -1)."""
+    info = an.infos[i]
+    assert info is not None
+    overlaps = lexicon.adj_overlaps.get(an.lower[i], frozenset())
+    head_info = an.infos[head] if head >= 0 else None
+    if head_info is None or head_info.noun is None:
+        banned = lexicon.animate_adjectives | lexicon.inanimate_adjectives
+    elif head_info.noun[0] in lexicon.animate_categories:
+        banned = lexicon.inanimate_adjectives
+    else:
+        banned = lexicon.animate_adjectives
+    return tuple(c for c in info.adj_candidates if c not in overlaps and c not in banned)
+
+
+def _elements(an: Analysis, lexicon: Lexicon, relations: str, strict: bool) -> list[_Element]:
     tags, infos, lower = an.tags, an.infos, an.lower
     entities: list[_Element] = []
     modifiers: list[_Element] = []
     relation_elements: list[_Element] = []
+    noun_table = lexicon.noun_candidates_strict if strict else lexicon.noun_candidates
+    verb_table = lexicon.verb_candidates_strict if strict else lexicon.verb_candidates
+    head_of = [-1] * len(tags)
     for s, _e, h in an.chunks:
+        for k in range(s, h):
+            head_of[k] = h
+    for c, (s, _e, h) in enumerate(an.chunks):
         info = infos[h]
         if tags[h] == NOUN and info is not None and info.noun is not None:
-            nouns = lexicon.noun_candidates[info.noun[:2]]
-            if nouns:
+            nouns = noun_table[info.noun[:2]]
+            if strict and lower[h + 1 : h + 2] == ["of"]:  # "a plate of", "the top of"
+                concepts = lexicon.concepts[info.noun[0]]
+                nouns = tuple(
+                    x
+                    for x in nouns
+                    if info.noun[:2] in lexicon.partitive
+                    and (info.noun[0], concepts.index(x)) in lexicon.partitive
+                )
+            elif strict and info.noun[0] == "position":  # "on the left", "in the background"
+                poles = lexicon.position_opposites.get(lexicon.noun_forms[lower[h]][0], ())
+                nouns = tuple(x for x in nouns if x[0] in poles)
+            if nouns and not (strict and _bare(an, h, c)):
                 entities.append(("noun", h, nouns, None, h))
         for k in range(s, h):
             if tags[k] == NUM:
@@ -377,11 +647,18 @@ def _elements(an: Analysis, lexicon: Lexicon, relations: str) -> list[_Element]:
         if info is None:
             continue
         if t == ADJ:
-            if info.adj_candidates:
-                modifiers.append(("adj", i, info.adj_candidates, None, -1))
+            adj = _adjective_options(an, i, head_of[i], lexicon) if strict else info.adj_candidates
+            if adj:
+                modifiers.append(("adj", i, adj, None, -1))
         elif t == VERB:
             if info.verb is not None:
-                options = lexicon.verb_candidates[info.verb[:2]]
+                options = verb_table[info.verb[:2]]
+                if strict:  # keep the frame: an object needs a transitive verb
+                    has_object = i + 1 < len(tags) and bool(tags[i + 1] & _NP_START)
+                    if has_object and _bare_object(an, i + 1):
+                        options = ()  # "playing frisbee", "eating pizza": a set phrase
+                    unfit = lexicon.intransitive if has_object else lexicon.transitive
+                    options = tuple(f for f in options if f[0] not in unfit)
                 if options:
                     relation_elements.append(("verb", i, options, None, -1))
         else:
@@ -389,6 +666,10 @@ def _elements(an: Analysis, lexicon: Lexicon, relations: str) -> list[_Element]:
             opposite = info.prep
             if opposite and (relations == "opposite" or (" " in word and word not in prepositions)):
                 relation_elements.append(("prep", i, opposite, None, -1))
+            elif strict:  # another preposition of the same grammatical set
+                if word in lexicon.prep_sets and not _set_phrase(an, i, lexicon):
+                    set_options, set_weights = lexicon.prep_sets[word]
+                    relation_elements.append(("set", i, set_options, set_weights, -1))
             else:  # the frequency table, less the preposition itself
                 available = len(lexicon.prep_words) - (word in prepositions)
                 if available > 0:
@@ -462,7 +743,12 @@ def _realise(an: Analysis, element: _Element, choice: int, lexicon: Lexicon) -> 
 
 
 def _replace(
-    an: Analysis, rng: random.Random, lexicon: Lexicon, relations: str, min_entities: int
+    an: Analysis,
+    rng: random.Random,
+    lexicon: Lexicon,
+    relations: str,
+    min_entities: int,
+    strict: bool = True,
 ) -> str | None:
     if len(an.chunks) < min_entities:
         return None
@@ -471,7 +757,7 @@ def _replace(
     has_modifier = any(tags[k] & (DET | NUM | ADJ) for s, _e, h in an.chunks for k in range(s, h))
     if not (has_relation or has_modifier):
         return None
-    elements = _elements(an, lexicon, relations)
+    elements = _elements(an, lexicon, relations, strict)
     if not elements:
         return None
     sizes = [2 if (e[4] if e[0] == "table" else len(e[2])) > 1 else 1 for e in elements]
@@ -493,6 +779,7 @@ def replace(
     relations: Literal["frequency", "opposite"] = "frequency",
     min_entities: int = 2,
     lexicon: Lexicon | None = None,
+    strict: bool = True,
 ) -> str | None:
     """Replace one object, attribute, count or relation by another of its kind.
 
@@ -518,6 +805,14 @@ def replace(
             relation's opposite whenever it has one ("above" to "below").
         min_entities: fewest noun phrases a caption needs (the reference's 2).
         lexicon: word tables (default: the shipped lexicon).
+        strict: keep the replacement false (see ``docs/negatives.md``): never a word
+            that can describe the same thing (a hypernym or neutral word such as
+            "person", "animal", "food"; overlapping nouns such as dog and puppy, street
+            and road; verb synonyms such as holding and carrying; near colours such as
+            white and cream), age adjectives by the head noun ("an old man" never "a
+            new man"), and prepositions only within their grammatical set (locative by
+            locative, "with" by "without"; others are left alone). ``False`` gives the
+            reference's looser choice (any co-category word, the whole frequency table).
 
     Returns:
         The negative caption, or ``None`` when nothing replaceable is found.
@@ -532,7 +827,7 @@ def replace(
     rel = _check_relations(relations)
     if isinstance(min_entities, bool) or not isinstance(min_entities, int) or min_entities < 0:
         raise ValueError(f"min_entities must be an int >= 0, got {min_entities!r}")
-    return _replace(Analysis(caption, lex), rng, lex, rel, min_entities)
+    return _replace(Analysis(caption, lex), rng, lex, rel, min_entities, bool(strict))
 
 
 # -- shuffle --------------------------------------------------------------------------------
@@ -664,6 +959,7 @@ def hard_negatives(
     relations: Literal["frequency", "opposite"] = "frequency",
     min_entities: int = 2,
     lexicon: Lexicon | None = None,
+    strict: bool = True,
 ) -> HardNegatives:
     """Up to one negative of each kind for every caption of a batch.
 
@@ -682,6 +978,9 @@ def hard_negatives(
         relations: ``replace``'s preposition mode (see :func:`replace`).
         min_entities: ``replace``'s noun-phrase minimum (see :func:`replace`).
         lexicon: word tables (default: the shipped lexicon).
+        strict: ``swap`` and ``replace`` keep only negatives that are false and
+            grammatical (see :func:`swap`, :func:`replace`); ``False`` gives the
+            reference's looser rules.
 
     Returns:
         :class:`HardNegatives` ``(texts, mask)``: ``texts`` a ``list`` of ``B`` lists of
@@ -733,9 +1032,9 @@ def hard_negatives(
         row = []
         for kind in kinds:
             if kind == "swap":
-                out = _swap(an, rng, lex, True)
+                out = _swap_strict(an, rng, lex, True) if strict else _swap(an, rng, lex, True)
             elif kind == "replace":
-                out = _replace(an, rng, lex, rel, min_entities)
+                out = _replace(an, rng, lex, rel, min_entities, bool(strict))
             else:
                 if words is None:
                     words = [t[0] for t in raw]
