@@ -1,8 +1,10 @@
 """Evaluation: retrieval recall@k, zero-shot classification and segmentation, composition.
 
-Pure functions on embeddings or similarity matrices; nothing here trains or loads a model.
-The recipes' evaluation table on the embedded shapes data (:mod:`vlp.eval.shapes`:
-``evaluate_shapes``, ``metrics_table``, ``SHAPES_METRICS``) is imported on first use.
+Pure functions on embeddings or similarity matrices, and readers of the compositional
+benchmarks' published files (SugarCrepe, ARO, VALSE, Winoground); nothing here trains,
+loads a model or downloads. The recipes' evaluation table on the embedded shapes data
+(:mod:`vlp.eval.shapes`: ``evaluate_shapes``, ``metrics_table``, ``SHAPES_METRICS``) is
+imported on first use.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from vlp.eval.aro import ARO_TASKS, AROAccuracy, AROItem, aro_accuracy, read_aro
 from vlp.eval.compositional import CompositionalAccuracy, compositional_accuracy, paired_similarity
 from vlp.eval.retrieval import retrieval_recall, similarity_matrix
 from vlp.eval.segmentation import (
@@ -19,6 +22,13 @@ from vlp.eval.segmentation import (
     sliding_window_scores,
 )
 from vlp.eval.sugarcrepe import SugarCrepeItem, read_sugarcrepe, read_sugarcrepe_file
+from vlp.eval.valse import ValseItem, read_valse, read_valse_file
+from vlp.eval.winoground import (
+    WinogroundItem,
+    WinogroundScores,
+    read_winoground,
+    winoground_scores,
+)
 from vlp.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
 if TYPE_CHECKING:
@@ -27,21 +37,33 @@ if TYPE_CHECKING:
 _LAZY = {"SHAPES_METRICS", "evaluate_shapes", "metrics_table"}
 
 __all__ = [
+    "ARO_TASKS",
     "SHAPES_METRICS",
+    "AROAccuracy",
+    "AROItem",
     "CompositionalAccuracy",
     "SegmentationScores",
     "SugarCrepeItem",
+    "ValseItem",
+    "WinogroundItem",
+    "WinogroundScores",
+    "aro_accuracy",
     "compositional_accuracy",
     "evaluate_shapes",
     "mean_iou",
     "metrics_table",
     "paired_similarity",
+    "read_aro",
     "read_sugarcrepe",
     "read_sugarcrepe_file",
+    "read_valse",
+    "read_valse_file",
+    "read_winoground",
     "retrieval_recall",
     "segmentation_labels",
     "similarity_matrix",
     "sliding_window_scores",
+    "winoground_scores",
     "zero_shot_accuracy",
     "zero_shot_classifier",
 ]
