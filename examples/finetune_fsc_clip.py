@@ -222,7 +222,8 @@ def finetune(method: str, seed: int) -> tuple[dict[str, float], list[float]]:
         scale.requires_grad_(False)  # the release freezes the logit scale too
     loss_fn = None
     if method == "fsc-clip":
-        loss_fn = FSCCLIPLoss(
+        loss_fn = FSCCLIPLoss.from_model(
+            scale,  # the base model's LogitScale
             lambda_global=args.lambda_global,
             lambda_local=args.lambda_local,
             learnable_scale=not args.lora,

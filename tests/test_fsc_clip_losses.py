@@ -473,7 +473,69 @@ def test_fsc_clip_module() -> None:
     assert loss_fn.logit_scale.log_scale.grad is not None
     assert "lambda_global=1.0" in repr(loss_fn)
     with pytest.raises(ValueError, match="image_tokens, text_tokens"):
-        FSCCLIPLoss()(image.float(), text.float(), negatives.float(), mask)
+        FSCCLIPLoss(10.0)(image.float(), text.float(), negatives.float(), mask)
+
+
+def test_fsc_clip_module_has_no_silent_default_scale() -> None:
+    with pytest.raises(ValueError, match=r"init_scale is required.*from_model"):
+        FSCCLIPLoss()
+    with pytest.raises(ValueError, match="init_scale is required"):
+        FSCCLIPLoss(lambda_local=0.0)
+
+
+def test_fsc_clip_from_model_reads_the_open_clip_scale() -> None:
+    from adapters_models import make_clip
+
+    from vlp.heads import LogitScale
+
+    model = make_clip()
+    with torch.no_grad():
+        model.logit_scale.fill_(4.6052)  # OpenAI's stored ln 100, rounded up: 100.0004
+    loss_fn = FSCCLIPLoss.from_model(model, lambda_global=1.0, lambda_local=0.0)
+    assert float(loss_fn.logit_scale().detach()) == pytest.approx(100.0, rel=1e-6)
+    assert float(loss_fn.logit_scale().detach()) <= 100.0  # clipped into [min, max]
+    assert loss_fn.logit_scale.log_scale.dtype == model.logit_scale.dtype
+    assert loss_fn.lambda_global == 1.0 and loss_fn.lambda_local == 0.0
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(30.0))
+    loss_fn = FSCCLIPLoss.from_model(model, lambda_local=0.0, dtype=F64)
+    scale = float(loss_fn.logit_scale().detach())
+    assert scale == math.exp(float(model.logit_scale.detach()))
+    assert scale == pytest.approx(30.0, rel=1e-6)
+    image, text, negatives, mask = _global_case(33)
+    assert_close(
+        loss_fn(image, text, negatives, mask),
+        fsc_clip_loss(image, text, negatives, mask, scale, lambda_local=0.0),
+    )
+    # a LogitScale (or a module holding one) works as well; the value is copied
+    own = LogitScale(50.0, dtype=F64)
+    assert float(FSCCLIPLoss.from_model(own).logit_scale().detach()) == pytest.approx(50.0)
+    holder = torch.nn.Module()
+    holder.logit_scale = own
+    copied = FSCCLIPLoss.from_model(holder)
+    assert copied.logit_scale.log_scale is not own.log_scale
+    assert float(copied.logit_scale().detach()) == pytest.approx(50.0)
+
+
+def test_fsc_clip_from_model_bad_input() -> None:
+    from adapters_models import make_clip
+
+    with pytest.raises(TypeError, match="scalar logit_scale"):
+        FSCCLIPLoss.from_model(torch.nn.Linear(2, 2))
+    model = make_clip()
+    with pytest.raises(TypeError, match="do not pass it"):
+        FSCCLIPLoss.from_model(model, init_scale=10.0)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(200.0))
+    with pytest.raises(ValueError, match=r"200 > max_scale=100"):
+        FSCCLIPLoss.from_model(model)
+    assert float(FSCCLIPLoss.from_model(model, max_scale=250.0).logit_scale().detach()) == (
+        pytest.approx(200.0)
+    )
+    with torch.no_grad():
+        model.logit_scale.fill_(float("nan"))
+    with pytest.raises(ValueError, match="not finite"):
+        FSCCLIPLoss.from_model(model)
 
 
 def test_fsc_clip_gradcheck_global_part() -> None:

@@ -7,7 +7,8 @@ released ``Local_HNLoss`` / ``Global_HNLoss``).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, overload
+import math
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from torch import nn
@@ -246,13 +247,16 @@ class FSCCLIPLoss(nn.Module):
 
     Holds the configuration and a [`LogitScale`][vlp.heads.logit_scale.LogitScale] (as
     [`ClipLoss`][vlp.losses.clip.ClipLoss] does) and calls
-    [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. Fine-tuning starts from a
-    pretrained scale: load it into ``loss_fn.logit_scale`` (or pass ``init_scale``, at most
-    ``max_scale``: OpenAI checkpoints' rounded ln 100 gives a scale just above 100, so clip
-    it). Call `clamp_()` after each optimiser step. Defaults are the paper's (ViT-B/32).
+    [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. FSC-CLIP fine-tunes a pretrained
+    CLIP, whose scale (about 100 for OpenAI's) sets the sharpness of the SCR and local
+    terms, so there is no default scale: build the loss with
+    [`from_model`][vlp.losses.fsc_clip.FSCCLIPLoss.from_model] (reads the model's
+    ``logit_scale``) or pass ``init_scale``. Call `clamp_()` after each optimiser step.
+    Other defaults are the paper's (ViT-B/32).
 
     Args:
-        init_scale: initial logit scale (the multiplier; OpenAI CLIP ends at 100).
+        init_scale: initial logit scale (the multiplier, at most ``max_scale``; OpenAI
+            CLIP ends at 100). Required: ``None`` raises a ``ValueError``.
         max_scale: upper bound applied by `clamp_()`.
         learnable_scale: whether the scale is trained.
         lambda_global: weight of the global hard-negative loss (paper: 0.5).
@@ -270,7 +274,7 @@ class FSCCLIPLoss(nn.Module):
         dtype: dtype of the scale parameter.
 
     Example:
-        >>> loss_fn = FSCCLIPLoss(lambda_local=0.0)
+        >>> loss_fn = FSCCLIPLoss(100.0, lambda_local=0.0)
         >>> image, text = torch.randn(4, 16), torch.randn(4, 16)
         >>> negatives, mask = torch.randn(4, 3, 16), torch.ones(4, 3, dtype=torch.bool)
         >>> loss_fn(image, text, negatives, mask).backward()
@@ -278,7 +282,7 @@ class FSCCLIPLoss(nn.Module):
 
     def __init__(
         self,
-        init_scale: float = 1 / 0.07,
+        init_scale: float | None = None,
         *,
         max_scale: float = 100.0,
         learnable_scale: bool = True,
@@ -296,6 +300,13 @@ class FSCCLIPLoss(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if init_scale is None:
+            raise ValueError(
+                "init_scale is required: FSC-CLIP fine-tunes a pretrained CLIP, whose logit "
+                "scale (about 100 for OpenAI's) sets the sharpness of the SCR and local terms; "
+                "use FSCCLIPLoss.from_model(model, ...) to read it from the model, or pass "
+                "init_scale (1 / 0.07 ~ 14.3 is CLIP's from-scratch value)"
+            )
         self.logit_scale = LogitScale(
             init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
         )
@@ -313,6 +324,65 @@ class FSCCLIPLoss(nn.Module):
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
         self.group = group
+
+    @classmethod
+    def from_model(
+        cls, model: nn.Module, *, max_scale: float = 100.0, **kwargs: Any
+    ) -> FSCCLIPLoss:
+        """Build the loss with the logit scale of the model being fine-tuned.
+
+        Reads ``model.logit_scale``: open_clip's ``CLIP`` / ``CustomTextCLIP`` parameter
+        (the log of the scale), a [`LogitScale`][vlp.heads.logit_scale.LogitScale] held
+        there, or ``model`` itself when it is a ``LogitScale``. The value is copied (the
+        loss trains its own copy; freeze or ignore the model's). A scale above
+        ``max_scale`` by less than 0.1 % (OpenAI checkpoints store ln 100 rounded up, a
+        scale of 100.0004) is clipped to ``max_scale``; a larger one is an error. The
+        scale parameter takes the device and dtype of the model's unless ``device`` or
+        ``dtype`` is passed.
+
+        Args:
+            model: the model (or its ``LogitScale``).
+            max_scale: upper bound of the scale (as in the constructor).
+            **kwargs: the constructor's other arguments (``lambda_global``, ...).
+
+        Returns:
+            The loss module.
+
+        Raises:
+            TypeError: if the model has no scalar ``logit_scale``, or ``init_scale`` is
+                passed.
+            ValueError: if the scale is not finite and positive, or exceeds ``max_scale``
+                by more than 0.1 %.
+        """
+        if "init_scale" in kwargs:
+            raise TypeError("from_model reads init_scale from the model; do not pass it")
+        source = model if isinstance(model, LogitScale) else getattr(model, "logit_scale", None)
+        param: torch.Tensor
+        if isinstance(source, LogitScale):
+            param = source.log_scale
+        elif isinstance(source, torch.Tensor) and source.numel() == 1:
+            param = source
+        else:
+            raise TypeError(
+                "model must have a scalar logit_scale (open_clip's log-scale parameter or a "
+                f"vlp LogitScale), got {type(model).__name__} with logit_scale="
+                f"{type(source).__name__}"
+            )
+        scale = math.exp(float(param.detach().double().reshape(())))
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"model.logit_scale gives a scale of {scale}, not finite and > 0")
+        if scale > max_scale:
+            if scale > max_scale * 1.001:
+                raise ValueError(
+                    f"model.logit_scale gives a scale of {scale:.6g} > max_scale={max_scale}; "
+                    "pass a larger max_scale"
+                )
+            scale = float(max_scale)
+        kwargs.setdefault("device", param.device)
+        kwargs.setdefault("dtype", param.dtype)
+        loss = cls(scale, max_scale=max_scale, **kwargs)
+        loss.logit_scale.clamp_()  # ln(max_scale) in float32 may round above max_scale
+        return loss
 
     @overload
     def forward(
