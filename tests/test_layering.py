@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "eval": 3,
     "data": 3,
     "testing": 3,
+    "optim": 3,
     # modules: parts of a user's model
     "heads": 4,
     "adapters": 4,
