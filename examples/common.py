@@ -147,7 +147,7 @@ def train_batches(
     rank, world = get_rank(), get_world_size()
     if data:
         for epoch in itertools.count():
-            pipeline = shapes_from_shards(data, shuffle=2000, seed=seed + 1000 * epoch + rank)
+            pipeline = shapes_from_shards(data, shuffle=2000, seed=seed, epoch=epoch)
             loader = DataLoader(
                 pipeline, batch_size=batch_size, collate_fn=collate_shapes, num_workers=workers
             )

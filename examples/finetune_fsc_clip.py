@@ -149,7 +149,7 @@ def train_batches(seed: int) -> Iterator[dict[str, Any]]:
     """Endless training batches: WebDataset shards (``--data``) or generated samples."""
     if args.data:
         for epoch in itertools.count():
-            pipeline = shapes_from_shards(args.data, shuffle=2000, seed=seed + 1000 * epoch)
+            pipeline = shapes_from_shards(args.data, shuffle=2000, seed=seed, epoch=epoch)
             yield from DataLoader(pipeline, batch_size=args.batch_size, collate_fn=collate_shapes)
     dataset = ShapesDataset(1_000_000, split="train", seed=seed)
     for epoch in itertools.count():  # a fresh permutation per epoch of a million samples

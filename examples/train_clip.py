@@ -9,10 +9,15 @@ zero-shot and compositional accuracy (``vlp.eval.evaluate_shapes``).
     python -m vlp.data.shapes write --out shards/ --num 100000     # WebDataset shards
     python examples/train_clip.py --data shards/ --device cuda --steps 5000 --batch-size 256
     torchrun --nproc-per-node 4 examples/train_clip.py --data shards/ --device cuda
+    python examples/train_clip.py --batch-size 1024 --micro-batch 128   # gradient caching
 
 Under torchrun every rank trains on its own shards (or its own slice of the generated
 data); ``clip_loss`` gathers the features of all ranks with gradient, so the loss is the
 global-batch loss, and only rank 0 evaluates and saves.
+
+``--micro-batch M`` trains with ``vlp.losses.GradCache``: each step's batch is encoded M
+samples at a time, so activation memory is that of M samples while the loss and the
+gradients stay exactly those of the whole batch (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from vlp.data.shapes import ShapesDataset, collate_shapes
 from vlp.distributed import get_rank, get_world_size
 from vlp.eval import evaluate_shapes, metrics_table
 from vlp.heads import LogitScale
-from vlp.losses import clip_loss
+from vlp.losses import GradCache, clip_loss
 from vlp.optim import param_groups, warmup_cosine_scheduler
 
 parser = argparse.ArgumentParser(
@@ -61,6 +66,12 @@ parser.add_argument("--eval-size", type=int, default=1000, help="images per eval
 parser.add_argument("--out", default=None, help="save a safetensors checkpoint here")
 parser.add_argument("--plot", default=None, help="save training curves (png, matplotlib) here")
 parser.add_argument("--json", default=None, help="write the metrics as JSON here")
+parser.add_argument(
+    "--micro-batch",
+    type=int,
+    default=None,
+    help="gradient caching: encode this many samples at a time (exact full-batch gradients)",
+)
 args = parser.parse_args()
 
 if args.threads:
@@ -124,9 +135,7 @@ def train_batches() -> Iterator[dict[str, Any]]:
     """Endless batches for this rank: WebDataset shards (``--data``) or generated samples."""
     if args.data:  # shards are split across ranks and workers by the pipeline
         for epoch in itertools.count():
-            pipeline = shapes_from_shards(
-                args.data, shuffle=2000, seed=args.seed + 1000 * epoch + rank
-            )
+            pipeline = shapes_from_shards(args.data, shuffle=2000, seed=args.seed, epoch=epoch)
             loader = DataLoader(
                 pipeline,
                 batch_size=args.batch_size,
@@ -157,16 +166,29 @@ def train_batches() -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------ training
 batches = train_batches()
+grad_cache = GradCache(lambda image, text: clip_loss(image, text, logit_scale()))
 history: dict[str, list[float]] = {"loss": [], "logit scale": [], "lr": []}
 start = time.perf_counter()
 for step in range(args.steps):
     batch = next(batches)
     images = to_model_input(batch["image"])
     texts = tokenize(batch["caption"]).to(device)
-    image_features, text_features, _ = train_model(images, texts)
-    loss = clip_loss(image_features, text_features, logit_scale())
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if args.micro_batch:
+        # Unwrapped encoders (DDP would synchronise every micro-batch's backward), then
+        # one average of the gradients over ranks; the scale's is averaged by the loss.
+        loss = grad_cache.step(
+            model.encode_image, model.encode_text, images, texts, micro_batch=args.micro_batch
+        )
+        if world > 1:
+            for p in model.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+    else:
+        image_features, text_features, _ = train_model(images, texts)
+        loss = clip_loss(image_features, text_features, logit_scale())
+        loss.backward()
     optimizer.step()
     scheduler.step()
     logit_scale.clamp_()  # CLIP clips the temperature after the update

@@ -287,7 +287,8 @@ def test_write_command(tmp_path: Path) -> None:
     argv = ["write", "--out", str(tmp_path), "--num", "12", "--seed", "2", "--split", "test"]
     assert shapes_main([*argv, "--shard-size", "5"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"shapes-test-00000{k}.tar" for k in range(3)
+        *(f"shapes-test-00000{k}.tar" for k in range(3)),
+        "shapes-test-manifest.json",
     ]
     got = list(shapes_from_shards(str(tmp_path)))
     ds = ShapesDataset(12, split="test", seed=2)

@@ -153,7 +153,9 @@ def test_unknown_names_still_raise_attribute_error() -> None:
 
 def test_vlp_data_exports_only_the_generic_part() -> None:
     assert sorted(vlp.data.__all__) == [
+        "MANIFEST_SUFFIX",
         "decode_shapes_sample",
+        "read_manifest",
         "shapes_from_shards",
         "shard_urls",
         "write_shards",

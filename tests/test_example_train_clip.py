@@ -63,3 +63,23 @@ def test_recipe_learns(tmp_path: Path) -> None:
     assert metrics["i2t R@10"] > 0.1 and metrics["t2i R@10"] > 0.1  # chance 2% (10/500)
     assert metrics["zero-shot colour"] > 0.3  # chance 12.5%
     assert 0.5 < metrics["comp mean"] < 1.0
+
+
+def test_micro_batch_flag_trains_exactly_like_the_full_batch(tmp_path: Path) -> None:
+    # Gradient caching changes the memory, not the training: the same losses step by step.
+    runs = [
+        run_json(
+            "train_clip.py",
+            "--steps",
+            "3",
+            "--batch-size",
+            "12",
+            "--eval-size",
+            "20",
+            *extra,
+            cwd=tmp_path,
+        )[0]["history"]
+        for extra in ((), ("--micro-batch", "5"))
+    ]
+    for key in ("loss", "logit scale"):
+        assert runs[1][key] == pytest.approx(runs[0][key], rel=1e-4), key

@@ -20,9 +20,23 @@ from vlp._deprecated import Target, deprecated_modules, moved
 from vlp._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from vlp.data.wds import decode_shapes_sample, shapes_from_shards, shard_urls, write_shards
+    from vlp.data.wds import (
+        MANIFEST_SUFFIX,
+        decode_shapes_sample,
+        read_manifest,
+        shapes_from_shards,
+        shard_urls,
+        write_shards,
+    )
 
-__all__ = ["decode_shapes_sample", "shapes_from_shards", "shard_urls", "write_shards"]
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "decode_shapes_sample",
+    "read_manifest",
+    "shapes_from_shards",
+    "shard_urls",
+    "write_shards",
+]
 
 # Moved in 0.2 (issue 12): the shapes data set to vlp.data.shapes.
 _SCENE = (
