@@ -252,9 +252,8 @@ def finetune(method: str, seed: int) -> tuple[dict[str, float], list[float]]:
             loss = clip_loss(out["image"], out["text"], scale())
         elif method == "negclip":
             loss = negclip_loss(
-                out["image"], out["text"], out["negatives"], scale(),
-                negative_mask=out["negative_mask"],
-            )  # fmt: skip
+                out["image"], out["text"], out["negatives"], out["negative_mask"], scale()
+            )
         else:
             assert loss_fn is not None
             loss = loss_fn(

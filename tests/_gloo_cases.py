@@ -122,6 +122,8 @@ LOSS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("negclip", {"local_loss": False}),
     ("negclip", {"local_loss": False, "gather_with_grad": False}),
     ("negclip", {"local_loss": True, "gather_with_grad": False}),
+    ("negclip", {"chunk_size": 2, "missing": "mask"}),
+    ("negclip", {"chunk_size": 3, "local_loss": False}),
 ]
 
 
@@ -176,9 +178,7 @@ def loss_step(
         negative_inputs, negative_mask = negclip_inputs(t, ids)
         image, texts = model(x, torch.cat([t, negative_inputs.flatten(0, 1)]))
         text, negatives = texts[: len(t)], texts[len(t) :].unflatten(0, (len(t), 2))
-        loss = negclip_loss(
-            image, text, negatives, log_scale.exp(), negative_mask=negative_mask, **kwargs
-        )
+        loss = negclip_loss(image, text, negatives, negative_mask, log_scale.exp(), **kwargs)
     elif name == "clip":
         image, text = model(x, t)
         loss = clip_loss(image, text, log_scale.exp(), **kwargs)

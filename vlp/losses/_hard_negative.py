@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from vlp._checks import (
     check_bool_mask,
     check_finite,
+    check_float,
     check_floating,
     check_nonempty,
     check_shape,
@@ -94,17 +94,9 @@ def check_missing(missing: object) -> MissingNegatives:
 
 def check_gamma(gamma: object) -> float:
     """Validate the focal exponent: a finite number >= 0."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise TypeError(f"gamma must be a float, got {type(gamma).__name__}")
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-    return float(gamma)
+    return check_float("gamma", gamma, low=0)
 
 
-def check_smoothing(label_smoothing: object) -> float:
+def check_smoothing(label_smoothing: object, name: str = "label_smoothing") -> float:
     """Validate the hard-negative label smoothing: a number in ``[0, 1)``."""
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}")
-    if not (0 <= label_smoothing < 1):
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
-    return float(label_smoothing)
+    return check_float(name, label_smoothing, low=0, high=1, high_inclusive=False)

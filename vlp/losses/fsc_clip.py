@@ -13,12 +13,15 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import nn
 
-from vlp._checks import check_bool
+from vlp._checks import check_bool, check_float
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
+from vlp.kernels import Backend
 from vlp.losses._contrastive import as_scalar
 from vlp.losses._gather import validated
 from vlp.losses._hard_negative import check_gamma, check_missing, check_smoothing
+from vlp.losses._infonce import check_backend, check_chunk_size
+from vlp.losses._renamed import renamed_keywords
 from vlp.losses.clip import _clip_loss
 from vlp.losses.hard_negative import _hard_negative_loss, check_hard_negative_inputs
 from vlp.losses.local_hard_negative import (
@@ -51,11 +54,7 @@ class FSCCLIPLossOutput(NamedTuple):
 
 
 def _check_weight(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (value >= 0 and value < float("inf")):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_float(name, value, low=0)
 
 
 @overload
@@ -74,7 +73,7 @@ def fsc_clip_loss(
     lambda_global: float = ...,
     lambda_local: float = ...,
     gamma: float = ...,
-    label_smoothing: float = ...,
+    scr_label_smoothing: float = ...,
     normalizer: SimilarityNormalizer = ...,
     sparsify: bool = ...,
     missing: MissingNegatives = ...,
@@ -82,6 +81,8 @@ def fsc_clip_loss(
     gather_with_grad: bool = ...,
     group: ProcessGroup | None = ...,
     return_details: Literal[False] = ...,
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
 ) -> torch.Tensor: ...
 
 
@@ -101,7 +102,7 @@ def fsc_clip_loss(
     lambda_global: float = ...,
     lambda_local: float = ...,
     gamma: float = ...,
-    label_smoothing: float = ...,
+    scr_label_smoothing: float = ...,
     normalizer: SimilarityNormalizer = ...,
     sparsify: bool = ...,
     missing: MissingNegatives = ...,
@@ -109,9 +110,12 @@ def fsc_clip_loss(
     gather_with_grad: bool = ...,
     group: ProcessGroup | None = ...,
     return_details: Literal[True],
+    chunk_size: int | None = ...,
+    backend: Backend = ...,
 ) -> FSCCLIPLossOutput: ...
 
 
+@renamed_keywords(label_smoothing="scr_label_smoothing")
 def fsc_clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -127,7 +131,7 @@ def fsc_clip_loss(
     lambda_global: float = 0.5,
     lambda_local: float = 0.2,
     gamma: float = 2.0,
-    label_smoothing: float = 0.02,
+    scr_label_smoothing: float = 0.02,
     normalizer: SimilarityNormalizer = "minmax",
     sparsify: bool = False,
     missing: MissingNegatives = "zero",
@@ -135,6 +139,8 @@ def fsc_clip_loss(
     gather_with_grad: bool = True,
     group: ProcessGroup | None = None,
     return_details: bool = False,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor | FSCCLIPLossOutput:
     r"""FSC-CLIP's training loss (Oh et al. 2024, sec. 3): ``L_clip + λ_g L^g_neg + λ_l L^l_neg``.
 
@@ -146,7 +152,7 @@ def fsc_clip_loss(
       computed only when ``lambda_local > 0``, and then the five token arguments are needed.
 
     Both hard-negative terms use selective calibrated regularisation
-    (:func:`~vlp.losses.scr_loss`) with the same ``gamma`` and ``label_smoothing`` and are
+    (:func:`~vlp.losses.scr_loss`) with the same ``gamma`` and ``scr_label_smoothing`` and are
     computed on this rank's batch. Defaults are the paper's ViT-B/32 settings: λ_g = 0.5,
     λ_l = 0.2, γ = 2, ε = 0.02, min-max weights, no sparsification (the release uses
     λ_l = 0.5 for ViT-B/16 and ViT-L/14, λ_g = 1.0 on CC-3M).
@@ -165,7 +171,8 @@ def fsc_clip_loss(
         lambda_global: weight ``λ_g >= 0`` of the global hard-negative loss.
         lambda_local: weight ``λ_l >= 0`` of the local hard-negative loss.
         gamma: SCR focal exponent.
-        label_smoothing: SCR label smoothing.
+        scr_label_smoothing: SCR label smoothing of both hard-negative terms (the CLIP term
+            has none); ``label_smoothing=`` is its deprecated name.
         normalizer: local patch weights, ``"minmax"`` or ``"softmax"``.
         sparsify: zero min-max weights below ``1 / P``.
         missing: ``"zero"`` (release: a missing negative scores 0 inside the softmax) or
@@ -174,6 +181,8 @@ def fsc_clip_loss(
         gather_with_grad: the CLIP term's ``gather_with_grad``.
         group: the CLIP term's process group (``False``: this rank alone).
         return_details: return a [`FSCCLIPLossOutput`][vlp.losses.fsc_clip.FSCCLIPLossOutput].
+        chunk_size: the CLIP term's tiled path (see :func:`~vlp.losses.clip_loss`).
+        backend: the CLIP term's backend (see :func:`~vlp.losses.clip_loss`).
 
     Returns:
         The scalar total (float32 or wider), or a
@@ -193,13 +202,15 @@ def fsc_clip_loss(
         lambda_global = _check_weight("lambda_global", lambda_global)
         lambda_local = _check_weight("lambda_local", lambda_local)
         gamma = check_gamma(gamma)
-        label_smoothing = check_smoothing(label_smoothing)
+        label_smoothing = check_smoothing(scr_label_smoothing, "scr_label_smoothing")
         check_normalizer(normalizer)
         check_bool("sparsify", sparsify)
         missing = check_missing(missing)
         check_bool("local_loss", local_loss)
         check_bool("gather_with_grad", gather_with_grad)
         check_bool("return_details", return_details)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
         if lambda_local > 0:
             tokens = {
                 "image_tokens": image_tokens,
@@ -222,8 +233,8 @@ def fsc_clip_loss(
 
     clip = _clip_loss(
         image, text, scale, None, None, label_smoothing=0.0, local_loss=local_loss,
-        gather_with_grad=gather_with_grad, group=group, return_details=False, chunk_size=None,
-        backend="auto", caller="fsc_clip_loss",
+        gather_with_grad=gather_with_grad, group=group, return_details=False,
+        chunk_size=chunk_size, backend=backend, caller="fsc_clip_loss",
     )  # fmt: skip
     assert isinstance(clip, torch.Tensor)
     global_negative = _hard_negative_loss(
@@ -262,7 +273,8 @@ class FSCCLIPLoss(nn.Module):
         lambda_global: weight of the global hard-negative loss (paper: 0.5).
         lambda_local: weight of the local hard-negative loss (paper: 0.2 for ViT-B/32).
         gamma: SCR focal exponent (paper: 2).
-        label_smoothing: SCR label smoothing (paper: 0.02).
+        scr_label_smoothing: SCR label smoothing (paper: 0.02); ``label_smoothing=`` is its
+            deprecated name.
         normalizer: local patch weights, ``"minmax"`` (paper) or ``"softmax"``.
         sparsify: zero min-max weights below ``1 / P`` (paper: off).
         missing: ``"zero"`` (release) or ``"mask"``; see
@@ -270,6 +282,8 @@ class FSCCLIPLoss(nn.Module):
         local_loss: CLIP term's ``local_loss``.
         gather_with_grad: CLIP term's ``gather_with_grad``.
         group: CLIP term's process group (``False``: this rank alone).
+        chunk_size: CLIP term's tiled path (see [`clip_loss`][vlp.losses.clip.clip_loss]).
+        backend: CLIP term's backend.
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
 
@@ -280,6 +294,7 @@ class FSCCLIPLoss(nn.Module):
         >>> loss_fn(image, text, negatives, mask).backward()
     """
 
+    @renamed_keywords(label_smoothing="scr_label_smoothing")
     def __init__(
         self,
         init_scale: float | None = None,
@@ -289,13 +304,15 @@ class FSCCLIPLoss(nn.Module):
         lambda_global: float = 0.5,
         lambda_local: float = 0.2,
         gamma: float = 2.0,
-        label_smoothing: float = 0.02,
+        scr_label_smoothing: float = 0.02,
         normalizer: SimilarityNormalizer = "minmax",
         sparsify: bool = False,
         missing: MissingNegatives = "zero",
         local_loss: bool = True,
         gather_with_grad: bool = True,
         group: ProcessGroup | None = None,
+        chunk_size: int | None = None,
+        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -313,17 +330,19 @@ class FSCCLIPLoss(nn.Module):
         self.lambda_global = _check_weight("lambda_global", lambda_global)
         self.lambda_local = _check_weight("lambda_local", lambda_local)
         self.gamma = check_gamma(gamma)
-        self.label_smoothing = check_smoothing(label_smoothing)
+        self.scr_label_smoothing = check_smoothing(scr_label_smoothing, "scr_label_smoothing")
         if normalizer not in ("minmax", "softmax"):
             raise ValueError(f"normalizer must be 'minmax' or 'softmax', got {normalizer!r}")
         self.normalizer: SimilarityNormalizer = normalizer
-        if not isinstance(sparsify, bool):
-            raise TypeError(f"sparsify must be a bool, got {type(sparsify).__name__}")
-        self.sparsify = sparsify
+        self.sparsify = check_bool("sparsify", sparsify)
         self.missing: MissingNegatives = check_missing(missing)
-        self.local_loss = local_loss
-        self.gather_with_grad = gather_with_grad
+        self.local_loss = check_bool("local_loss", local_loss)
+        self.gather_with_grad = check_bool("gather_with_grad", gather_with_grad)
         self.group = group
+        check_chunk_size(chunk_size)
+        check_backend(backend)
+        self.chunk_size = chunk_size
+        self.backend: Backend = backend
 
     @classmethod
     def from_model(
@@ -462,7 +481,7 @@ class FSCCLIPLoss(nn.Module):
             lambda_global=self.lambda_global,
             lambda_local=self.lambda_local,
             gamma=self.gamma,
-            label_smoothing=self.label_smoothing,
+            scr_label_smoothing=self.scr_label_smoothing,
             normalizer=self.normalizer,
             sparsify=self.sparsify,
             missing=self.missing,
@@ -470,6 +489,8 @@ class FSCCLIPLoss(nn.Module):
             gather_with_grad=self.gather_with_grad,
             group=self.group,
             return_details=True,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
         )
         return out if return_details else out.loss
 
@@ -481,6 +502,6 @@ class FSCCLIPLoss(nn.Module):
         """Show the configuration."""
         return (
             f"lambda_global={self.lambda_global}, lambda_local={self.lambda_local}, "
-            f"gamma={self.gamma}, label_smoothing={self.label_smoothing}, "
+            f"gamma={self.gamma}, scr_label_smoothing={self.scr_label_smoothing}, "
             f"normalizer={self.normalizer!r}, sparsify={self.sparsify}, missing={self.missing!r}"
         )

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from vlp._checks import check_bool
 from vlp.distributed import ProcessGroup
+from vlp.kernels import Backend
+from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_logsumexp
 from vlp.losses._contrastive import as_scalar, logits_dtype
 from vlp.losses._gather import allow_empty, start_gather, validated
 from vlp.losses._hard_negative import (
@@ -20,6 +22,7 @@ from vlp.losses._hard_negative import (
     check_negative_mask,
     check_same_dtype_device,
 )
+from vlp.losses._infonce import check_backend, check_chunk_size
 from vlp.losses.scr import MissingNegatives
 
 __all__ = ["negclip_loss"]
@@ -29,13 +32,15 @@ def negclip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     negative_features: torch.Tensor,
+    negative_mask: torch.Tensor | None,
     logit_scale: float | torch.Tensor,
     *,
-    negative_mask: torch.Tensor | None = None,
     missing: MissingNegatives = "zero",
     local_loss: bool = True,
     gather_with_grad: bool = True,
     group: ProcessGroup | None = None,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     r"""CLIP loss whose image-to-text side also contrasts every hard negative (NegCLIP, sec. 4).
 
@@ -56,18 +61,26 @@ def negclip_loss(
     negatives and their masks are gathered from every rank, and every image meets every
     rank's negatives. All ranks must use the same ``N``.
 
+    **Tiled path.** With ``chunk_size`` (or ``backend="triton"``) the log-sum-exps go through
+    [`tiled_logsumexp`][vlp.kernels.contrastive.tiled_logsumexp] and the ``(M, M + M N)``
+    logits are never formed; same value and gradients. With ``missing="mask"`` the missing
+    negatives are dropped from the columns first (a boolean index: one host synchronisation).
+
     Args:
         image_features: ``(B, D)`` floating image embeddings (normalised here).
         text_features: ``(B, D)``, row ``i`` pairs with image ``i``.
         negative_features: ``(B, N, D)`` hard negatives of each caption, or ``(B, D)`` for one.
+        negative_mask: ``(B, N)`` ``torch.bool``, ``True`` where the negative exists, or
+            ``None``: all exist.
         logit_scale: positive multiplier of the cosines (already exponentiated).
-        negative_mask: optional ``(B, N)`` ``torch.bool``, ``True`` where the negative
-            exists; ``None`` means all exist.
         missing: ``"zero"`` (release) or ``"mask"``.
         local_loss: compute only this rank's rows (see :func:`~vlp.losses.clip_loss`).
         gather_with_grad: gather other ranks' features with gradient.
         group: process group; ``None`` means the default group if one is initialised,
             ``False`` this rank alone (no communication, even inside a job).
+        chunk_size: take the tiled path with column chunks of this size (see above).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the tiled path; ``"triton"``
+            selects it even without ``chunk_size``.
 
     Returns:
         Scalar tensor (float32 or wider).
@@ -106,6 +119,8 @@ def negclip_loss(
         missing = check_missing(missing)
         check_bool("local_loss", local_loss)
         check_bool("gather_with_grad", gather_with_grad)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
 
     image = F.normalize(image_features, dim=-1)
     text = F.normalize(text_features, dim=-1)
@@ -134,8 +149,27 @@ def negclip_loss(
     else:
         row_image, row_text, row_offset, weight = all_image, all_text, 0, 1.0 / total
 
+    negative_rows = all_negative.reshape(-1, dim)  # (M N, D)
+    if chunk_size is not None or backend == "triton":
+        if missing == "mask" and all_mask is not None:
+            negative_rows = negative_rows[all_mask.reshape(-1)]  # -inf columns drop out
+        columns = torch.cat([all_text, negative_rows])
+        chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
+        lse = tiled_logsumexp(
+            row_image, columns, scale, None, row_weight=weight, chunk_size=chunk, backend=backend
+        ) + tiled_logsumexp(
+            row_text, all_image, scale, None, row_weight=weight, chunk_size=chunk, backend=backend
+        )  # fmt: skip
+        acc = lse.dtype
+        rows = slice(row_offset, row_offset + row_image.shape[0])
+        positive = (row_image.to(acc) * all_text[rows].to(acc)).sum() + (
+            row_text.to(acc) * all_image[rows].to(acc)
+        ).sum()
+        loss: torch.Tensor = (lse - weight * scale.to(acc) * positive) / 2
+        return loss
+
     dtype = logits_dtype(image.dtype)
-    columns = torch.cat([all_text, all_negative.reshape(-1, dim)])  # (M + M N, D)
+    columns = torch.cat([all_text, negative_rows])  # (M + M N, D)
     logits_per_image = scale * (row_image @ columns.T).to(dtype)
     if missing == "mask" and all_mask is not None:
         keep = torch.cat([all_mask.new_ones(total), all_mask.reshape(-1)])

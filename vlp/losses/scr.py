@@ -18,13 +18,15 @@ from vlp.losses._hard_negative import (
     check_missing,
     check_smoothing,
 )
+from vlp.losses._renamed import renamed_keywords
 
 __all__ = ["MissingNegatives", "scr_loss"]
 
 
+@renamed_keywords(valid="negative_mask")
 def scr_loss(
     logits: torch.Tensor,
-    valid: torch.Tensor,
+    negative_mask: torch.Tensor,
     *,
     gamma: float = 2.0,
     label_smoothing: float = 0.02,
@@ -33,7 +35,7 @@ def scr_loss(
     r"""Focal loss with smoothed targets over {positive, hard negatives} (Oh et al. 2024, sec. 3.3).
 
     Each row holds the logit of the positive caption (column 0) and of ``N`` hard-negative
-    captions (columns ``1..N``), of which those with ``valid`` true exist. With
+    captions (columns ``1..N``), of which those with ``negative_mask`` true exist. With
     ``K = 1 + #valid`` and ``eps = label_smoothing``, the target puts ``1 - eps + eps / K``
     on the positive and ``eps / K`` on every valid negative (the *calibrated* part: a hard
     negative may be partly right), and the focal factor ``(1 - p_k)^gamma`` is applied to
@@ -58,7 +60,8 @@ def scr_loss(
 
     Args:
         logits: ``(B, 1 + N)`` floating: column 0 the positive, column ``j`` negative ``j``.
-        valid: ``(B, N)`` ``torch.bool``, ``True`` where negative ``j`` of row ``b`` exists.
+        negative_mask: ``(B, N)`` ``torch.bool``, ``True`` where negative ``j`` of row ``b``
+            exists (``valid=`` is its deprecated name).
         gamma: focal exponent ``>= 0`` (paper: 2).
         label_smoothing: ``eps`` in ``[0, 1)`` (paper: 0.02).
         missing: ``"zero"`` (release) or ``"mask"`` (see above).
@@ -69,7 +72,7 @@ def scr_loss(
     Raises:
         ValueError: on bad shapes, ``N = 0``, an empty batch, non-finite logits (checked on
             CPU tensors), or out-of-range ``gamma`` / ``label_smoothing`` / ``missing``.
-        TypeError: on non-floating logits or a non-bool ``valid``.
+        TypeError: on non-floating logits or a non-bool ``negative_mask``.
     """
     logits = check_tensor("logits", logits)
     check_shape("logits", logits, ("B", "1 + N"))
@@ -81,15 +84,18 @@ def scr_loss(
             "logits must have 1 + N columns with N >= 1 hard negatives, got shape "
             f"{tuple(logits.shape)}"
         )
-    check_bool_mask("valid", valid, (logits.shape[0], logits.shape[1] - 1))
-    if valid.device != logits.device:
-        raise ValueError(f"valid must be on logits' device {logits.device}, got {valid.device}")
+    mask = negative_mask
+    check_bool_mask("negative_mask", mask, (logits.shape[0], logits.shape[1] - 1))
+    if mask.device != logits.device:
+        raise ValueError(
+            f"negative_mask must be on logits' device {logits.device}, got {mask.device}"
+        )
     if logits.device.type == "cpu":
         check_finite("logits", logits)
     gamma = check_gamma(gamma)
     eps = check_smoothing(label_smoothing)
     missing = check_missing(missing)
-    return _scr(logits, valid, gamma, eps, missing)
+    return _scr(logits, mask, gamma, eps, missing)
 
 
 def _scr(
