@@ -138,7 +138,7 @@ def train(run: str) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = common.tiny_clip().to(device)
     model.logit_scale.requires_grad_(False)
-    logit_scale = LogitScale(init=1 / 0.07, max_scale=100.0).to(device)
+    logit_scale = LogitScale(init_scale=1 / 0.07, max_scale=100.0).to(device)
     tokenize = common.tokenizer(model.context_length)
     encoder = MaskedImageEncoder(model).train()
     decay, no_decay = [], [*logit_scale.parameters()]

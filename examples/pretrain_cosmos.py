@@ -110,7 +110,7 @@ def train_clip() -> tuple[nn.Module, dict[str, list[float]]]:
     torch.manual_seed(args.seed)
     model = common.tiny_clip().to(device)
     model.logit_scale.requires_grad_(False)
-    logit_scale = LogitScale(init=1 / 0.07, max_scale=100.0).to(device)
+    logit_scale = LogitScale(init_scale=1 / 0.07, max_scale=100.0).to(device)
     tokenize = common.tokenizer(model.context_length)
     optimizer = make_optimizer([model, logit_scale])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)

@@ -106,7 +106,7 @@ model = open_clip.CLIP(
     ),
 ).to(device)
 model.logit_scale.requires_grad_(False)
-logit_scale = LogitScale(init=1 / 0.07, max_scale=100.0).to(device)
+logit_scale = LogitScale(init_scale=1 / 0.07, max_scale=100.0).to(device)
 tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=model.context_length)
 train_model = DistributedDataParallel(model) if world > 1 else model
 

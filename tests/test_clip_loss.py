@@ -263,7 +263,7 @@ def test_readme_quickstart_loop_runs() -> None:
 def test_module_bad_config() -> None:
     with pytest.raises(ValueError, match="label_smoothing"):
         ClipLoss(label_smoothing=-0.1)
-    with pytest.raises(ValueError, match="init must lie in"):
+    with pytest.raises(ValueError, match="init_scale must lie in"):
         ClipLoss(init_scale=200.0)
 
 
@@ -277,16 +277,16 @@ def test_logit_scale() -> None:
         scale.log_scale.fill_(-3.0)
     scale.clamp_()
     assert scale().item() == pytest.approx(1.0)
-    frozen = LogitScale(learnable=False)
+    frozen = LogitScale(learnable_scale=False)
     assert not frozen.log_scale.requires_grad
     meta = LogitScale(device="meta")
     assert meta.log_scale.is_meta
     assert "max_scale=100" in repr(meta)
     for kwargs, error in [
-        ({"init": 0.0}, ValueError),
-        ({"init": float("inf")}, ValueError),
-        ({"init": "1"}, TypeError),
-        ({"init": 0.5}, ValueError),
+        ({"init_scale": 0.0}, ValueError),
+        ({"init_scale": float("inf")}, ValueError),
+        ({"init_scale": "1"}, TypeError),
+        ({"init_scale": 0.5}, ValueError),
         ({"min_scale": 5.0, "max_scale": 2.0}, ValueError),
         ({"max_scale": -1.0}, ValueError),
     ]:

@@ -7,15 +7,10 @@ import math
 import torch
 from torch import nn
 
+from vlp._checks import check_bool, check_float
+from vlp.losses._renamed import renamed_keywords
+
 __all__ = ["LogitScale"]
-
-
-def _check_scale(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
 
 
 class LogitScale(nn.Module):
@@ -27,11 +22,12 @@ class LogitScale(nn.Module):
     to keep the scale in ``[min_scale, max_scale]`` (open_clip clamps at the same point).
 
     Args:
-        init: initial scale (the multiplier, not its log); must lie in
-            ``[min_scale, max_scale]``.
+        init_scale: initial scale (the multiplier, not its log); must lie in
+            ``[min_scale, max_scale]`` (``init=`` is its deprecated name).
         min_scale: lower bound applied by `clamp_()`.
         max_scale: upper bound applied by `clamp_()`.
-        learnable: whether the parameter requires grad.
+        learnable_scale: whether the parameter requires grad (``learnable=`` is its
+            deprecated name).
         device: device of the parameter.
         dtype: dtype of the parameter (default: torch's default dtype).
 
@@ -41,28 +37,31 @@ class LogitScale(nn.Module):
         14.2857
     """
 
+    @renamed_keywords(init="init_scale", learnable="learnable_scale")
     def __init__(
         self,
-        init: float = 1 / 0.07,
+        init_scale: float = 1 / 0.07,
         *,
         min_scale: float = 1.0,
         max_scale: float = 100.0,
-        learnable: bool = True,
+        learnable_scale: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        init = _check_scale("init", init)
-        self.min_scale = _check_scale("min_scale", min_scale)
-        self.max_scale = _check_scale("max_scale", max_scale)
+        init = check_float("init_scale", init_scale, low=0, low_inclusive=False)
+        self.min_scale = check_float("min_scale", min_scale, low=0, low_inclusive=False)
+        self.max_scale = check_float("max_scale", max_scale, low=0, low_inclusive=False)
+        check_bool("learnable_scale", learnable_scale)
         if self.min_scale > self.max_scale:
             raise ValueError(
                 f"min_scale must be <= max_scale, got min_scale={min_scale}, max_scale={max_scale}"
             )
         if not self.min_scale <= init <= self.max_scale:
-            raise ValueError(f"init must lie in [{min_scale}, {max_scale}], got {init}")
+            raise ValueError(f"init_scale must lie in [{min_scale}, {max_scale}], got {init}")
         self.log_scale = nn.Parameter(
-            torch.full((), math.log(init), device=device, dtype=dtype), requires_grad=learnable
+            torch.full((), math.log(init), device=device, dtype=dtype),
+            requires_grad=learnable_scale,
         )
 
     def forward(self) -> torch.Tensor:

@@ -17,7 +17,14 @@ from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair, check_sample_ids, promote
 from vlp.losses._gather import allow_empty, validated
-from vlp.losses._infonce import PairDetails, check_infonce_options, gather_views, pair_loss
+from vlp.losses._infonce import (
+    PairDetails,
+    check_backend,
+    check_chunk_size,
+    check_infonce_options,
+    gather_views,
+    pair_loss,
+)
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
 
@@ -233,6 +240,8 @@ class ClipLoss(nn.Module):
         gather_with_grad: see [`clip_loss`][vlp.losses.clip.clip_loss].
         group: process group used for gathering; ``None`` means the default group,
             ``False`` this rank alone.
+        chunk_size: see [`clip_loss`][vlp.losses.clip.clip_loss] (the tiled path).
+        backend: see [`clip_loss`][vlp.losses.clip.clip_loss].
         device: device of the scale parameter.
         dtype: dtype of the scale parameter.
 
@@ -254,18 +263,48 @@ class ClipLoss(nn.Module):
         local_loss: bool = True,
         gather_with_grad: bool = True,
         group: ProcessGroup | None = None,
+        chunk_size: int | None = None,
+        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         check_probability("label_smoothing", label_smoothing, high_inclusive=True)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
+        self.chunk_size = chunk_size
+        self.backend: Backend = backend
         self.logit_scale = LogitScale(
-            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+            init_scale,
+            max_scale=max_scale,
+            learnable_scale=learnable_scale,
+            device=device,
+            dtype=dtype,
         )
         self.label_smoothing = label_smoothing
         self.local_loss = check_bool("local_loss", local_loss)
         self.gather_with_grad = check_bool("gather_with_grad", gather_with_grad)
         self.group = group
+
+    @overload
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        *,
+        sample_ids: torch.Tensor | None = ...,
+        return_details: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        *,
+        sample_ids: torch.Tensor | None = ...,
+        return_details: Literal[True],
+    ) -> ClipLossOutput: ...
 
     def forward(
         self,
@@ -273,18 +312,21 @@ class ClipLoss(nn.Module):
         text_features: torch.Tensor,
         *,
         sample_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_details: bool = False,
+    ) -> torch.Tensor | ClipLossOutput:
         """Compute the loss.
 
         Args:
             image_features: ``(N, D)`` floating image embeddings.
             text_features: ``(N, D)`` text embeddings paired row by row.
             sample_ids: optional ``(N,)`` integer ids; equal ids are positives.
+            return_details: return a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput].
 
         Returns:
-            Scalar loss (see [`clip_loss`][vlp.losses.clip.clip_loss] for its distributed value).
+            Scalar loss (see [`clip_loss`][vlp.losses.clip.clip_loss] for its distributed
+            value), or a [`ClipLossOutput`][vlp.losses.clip.ClipLossOutput].
         """
-        return clip_loss(
+        return clip_loss(  # type: ignore[call-overload, no-any-return]
             image_features,
             text_features,
             self.logit_scale(),
@@ -293,6 +335,9 @@ class ClipLoss(nn.Module):
             local_loss=self.local_loss,
             gather_with_grad=self.gather_with_grad,
             group=self.group,
+            return_details=return_details,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
         )
 
     def clamp_(self) -> None:
@@ -303,5 +348,6 @@ class ClipLoss(nn.Module):
         """Show the configuration."""
         return (
             f"label_smoothing={self.label_smoothing}, local_loss={self.local_loss}, "
-            f"gather_with_grad={self.gather_with_grad}"
+            f"gather_with_grad={self.gather_with_grad}, chunk_size={self.chunk_size}, "
+            f"backend={self.backend!r}"
         )

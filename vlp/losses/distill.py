@@ -415,7 +415,11 @@ class ContrastiveDistillationLoss(nn.Module):
             bank_size, dim, init=init, generator=generator, device=device, dtype=dtype
         )
         self.logit_scale = LogitScale(
-            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+            init_scale,
+            max_scale=max_scale,
+            learnable_scale=learnable_scale,
+            device=device,
+            dtype=dtype,
         )
         if not isinstance(gather_teacher, bool):
             raise TypeError(f"gather_teacher must be a bool, got {type(gather_teacher).__name__}")

@@ -325,7 +325,11 @@ class FSCCLIPLoss(nn.Module):
                 "init_scale (1 / 0.07 ~ 14.3 is CLIP's from-scratch value)"
             )
         self.logit_scale = LogitScale(
-            init_scale, max_scale=max_scale, learnable=learnable_scale, device=device, dtype=dtype
+            init_scale,
+            max_scale=max_scale,
+            learnable_scale=learnable_scale,
+            device=device,
+            dtype=dtype,
         )
         self.lambda_global = _check_weight("lambda_global", lambda_global)
         self.lambda_local = _check_weight("lambda_local", lambda_local)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_bool
+from vlp._checks import check_bool, check_float
 from vlp.distributed import ProcessGroup
 from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
@@ -18,6 +18,7 @@ from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_sigmoid_loss
 from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype, promote
 from vlp.losses._gather import allow_empty, start_gather, validated
 from vlp.losses._infonce import check_backend, check_chunk_size, empty_rows_loss
+from vlp.losses._renamed import renamed_keywords
 
 __all__ = ["SigLipLoss", "siglip_loss"]
 
@@ -194,10 +195,14 @@ class SigLipLoss(nn.Module):
         init_scale: initial logit scale (the multiplier).
         init_bias: initial logit bias.
         max_scale: upper bound applied by `clamp_()`.
-        learnable: whether scale and bias are trained parameters.
-        chunk_size: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
+        learnable_scale: whether scale and bias are trained parameters (``learnable=`` is
+            its deprecated name).
+        local_loss: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
+        gather_with_grad: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
         group: process group used for gathering; ``None`` means the default group,
             ``False`` this rank alone.
+        chunk_size: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
+        backend: see [`siglip_loss`][vlp.losses.siglip.siglip_loss].
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -208,31 +213,42 @@ class SigLipLoss(nn.Module):
         >>> loss_fn.clamp_()  # after optimizer.step()
     """
 
+    @renamed_keywords(learnable="learnable_scale")
     def __init__(
         self,
         init_scale: float = 10.0,
         init_bias: float = -10.0,
         *,
         max_scale: float = 100.0,
-        learnable: bool = True,
-        chunk_size: int | None = None,
+        learnable_scale: bool = True,
+        local_loss: bool = True,
+        gather_with_grad: bool = True,
         group: ProcessGroup | None = None,
+        chunk_size: int | None = None,
+        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(init_bias, bool) or not isinstance(init_bias, (int, float)):
-            raise TypeError(f"init_bias must be a float, got {type(init_bias).__name__}")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be an int >= 1 or None, got {chunk_size}")
+        init_bias = check_float("init_bias", init_bias)
+        check_bool("learnable_scale", learnable_scale)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
         self.logit_scale = LogitScale(
-            init_scale, max_scale=max_scale, learnable=learnable, device=device, dtype=dtype
+            init_scale,
+            max_scale=max_scale,
+            learnable_scale=learnable_scale,
+            device=device,
+            dtype=dtype,
         )
         self.logit_bias = nn.Parameter(
-            torch.full((), float(init_bias), device=device, dtype=dtype), requires_grad=learnable
+            torch.full((), init_bias, device=device, dtype=dtype), requires_grad=learnable_scale
         )
-        self.chunk_size = chunk_size
+        self.local_loss = check_bool("local_loss", local_loss)
+        self.gather_with_grad = check_bool("gather_with_grad", gather_with_grad)
         self.group = group
+        self.chunk_size = chunk_size
+        self.backend: Backend = backend
 
     def forward(
         self,
@@ -259,7 +275,10 @@ class SigLipLoss(nn.Module):
             self.logit_bias,
             chunk_size=self.chunk_size,
             sample_ids=sample_ids,
+            local_loss=self.local_loss,
+            gather_with_grad=self.gather_with_grad,
             group=self.group,
+            backend=self.backend,
         )
 
     def clamp_(self) -> None:
@@ -268,4 +287,7 @@ class SigLipLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the configuration."""
-        return f"chunk_size={self.chunk_size}"
+        return (
+            f"local_loss={self.local_loss}, gather_with_grad={self.gather_with_grad}, "
+            f"chunk_size={self.chunk_size}, backend={self.backend!r}"
+        )
