@@ -19,7 +19,7 @@ Then it trains two students of the same architecture for the same number of step
 - ``distill``: the first ``--layers`` blocks of both pretrained encoders, shared block,
   ``vlp.losses.ssmke_loss`` = contrastive distillation of the frozen image encoder
   (all 4 blocks, CLS of the last block, ``vlp.heads.FrozenTeacher``) against a
-  ``vlp.heads.TeacherMemoryBank`` + the two ITC terms;
+  ``vlp.losses.TeacherMemoryBank`` + the two ITC terms;
 - ``scratch``: randomly initialised encoders, ITC only;
 - ``init-only`` (``--runs distill,scratch,init-only``): pretrained encoders, ITC only,
   to separate the initialisation from the distillation.
@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from
 import common
 
 from vlp.data.shapes import COLOURS, SHAPES, ShapesDataset, collate_shapes
-from vlp.heads import FrozenTeacher, LogitScale, TeacherMemoryBank
-from vlp.losses import clip_loss, ssmke_loss
+from vlp.heads import FrozenTeacher
+from vlp.losses import LogitScale, TeacherMemoryBank, clip_loss, ssmke_loss
 from vlp.models import SSMKE, build_ssmke
 
 WIDTH, DEPTH, HEADS = 64, 4, 2
@@ -257,7 +257,10 @@ def train_student(
         image_out, text_out = model.encode_image(images), model.encode_text(ids)
         targets = None if teacher is None else teacher(images)
         if targets is not None:
-            out = ssmke_loss(image_out, text_out, targets, bank, 1 / 0.07, scales[0](), scales[1]())
+            out = ssmke_loss(
+                image_out, text_out, targets, bank, 1 / 0.07, scales[0](), scales[1](),
+                return_details=True,
+            )  # fmt: skip
             loss, kd = out.loss, out.kd.item()
             itc = ((out.itc_intermediate + out.itc_output) / 2).item()
         else:

@@ -50,8 +50,7 @@ from vlp.adapters import apply_lora, open_clip_image_tokens, open_clip_text_toke
 from vlp.data import shapes_from_shards
 from vlp.data.shapes import NEGATIVE_TYPES, ShapesDataset, collate_shapes
 from vlp.eval import evaluate_shapes, metrics_table
-from vlp.heads import LogitScale
-from vlp.losses import FSCCLIPLoss, clip_loss, negclip_loss
+from vlp.losses import FSCCLIPLoss, LogitScale, clip_loss, negclip_loss
 from vlp.negatives import hard_negatives
 from vlp.optim import param_groups, warmup_cosine_scheduler
 

@@ -45,8 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from
 import common
 
 from vlp.adapters import MaskedImageEncoder
-from vlp.heads import LogitScale
-from vlp.losses import clip_loss
+from vlp.losses import LogitScale, clip_loss
 from vlp.masking import ClusterMasking, calibrate_threshold, cluster_mask, num_kept, patch_dropout
 
 RUNS = ("none", "random", "cluster")

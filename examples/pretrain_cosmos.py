@@ -46,8 +46,8 @@ import common
 
 from vlp.adapters import open_clip_multi_crop_tokens, open_clip_text_tokens
 from vlp.augment import MultiCropTransform, split_sentences, text_crop
-from vlp.heads import COSMOSHead, EMATeacher, LogitScale
-from vlp.losses import COSMOSLoss, clip_loss
+from vlp.heads import COSMOSHead, EMATeacher
+from vlp.losses import COSMOSLoss, LogitScale, clip_loss
 
 parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,7 +200,7 @@ def train_cosmos() -> tuple[nn.Module, nn.Module, dict[str, list[float]]]:
         teacher_text = teacher.module.encode_text(texts[: 2 * b]).detach().split(b)
         out = loss_fn(
             image, text, list(image_x.unbind(1)), list(text_x.unbind(1)),
-            list(teacher_image), list(teacher_text),
+            list(teacher_image), list(teacher_text), return_details=True,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()

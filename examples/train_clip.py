@@ -1,7 +1,7 @@
 """Baseline recipe: CLIP (Radford et al., ICML 2021) trained from scratch on the shapes data.
 
 A tiny open_clip ViT, randomly initialised, learns from the embedded procedural data with
-``vlp.losses.clip_loss`` and a learnable ``vlp.heads.LogitScale``, then prints retrieval,
+``vlp.losses.clip_loss`` and a learnable ``vlp.losses.LogitScale``, then prints retrieval,
 zero-shot and compositional accuracy (``vlp.eval.evaluate_shapes``).
 
     python examples/train_clip.py                                  # CPU, a few minutes
@@ -43,8 +43,7 @@ from vlp.data import shapes_from_shards
 from vlp.data.shapes import ShapesDataset, collate_shapes
 from vlp.distributed import get_rank, get_world_size
 from vlp.eval import evaluate_shapes, metrics_table
-from vlp.heads import LogitScale
-from vlp.losses import GradCache, clip_loss
+from vlp.losses import GradCache, LogitScale, clip_loss
 from vlp.optim import param_groups, warmup_cosine_scheduler
 
 parser = argparse.ArgumentParser(

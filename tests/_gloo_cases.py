@@ -212,7 +212,7 @@ def ssmke_data() -> tuple[
     list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]:
     """Global batches to enqueue, student image/text features, teacher targets, a bank."""
-    from vlp.heads import TeacherMemoryBank  # noqa: F401  (imported here for the children)
+    from vlp.losses import TeacherMemoryBank  # noqa: F401  (imported here for the children)
 
     g = torch.Generator().manual_seed(2)
     n, d = sum(SSMKE_SIZES), 4
@@ -265,8 +265,7 @@ def _ssmke_ddp_case(rank: int) -> dict[str, Any]:
 
 
 def _ssmke_cases(rank: int) -> dict[str, Any]:
-    from vlp.heads import TeacherMemoryBank
-    from vlp.losses import contrastive_distillation_loss
+    from vlp.losses import TeacherMemoryBank, contrastive_distillation_loss
 
     steps, s_img, s_txt, teacher, bank = ssmke_data()
     start = sum(SSMKE_SIZES[:rank])
@@ -276,9 +275,20 @@ def _ssmke_cases(rank: int) -> dict[str, Any]:
         memory.enqueue(batch[rows])
     image = s_img[rows].clone().requires_grad_()
     text = s_txt[rows].clone().requires_grad_()
-    out = contrastive_distillation_loss(image, text, teacher[rows], bank, 4.0, gather_teacher=True)
+    out = contrastive_distillation_loss(
+        image, text, teacher[rows], bank, 4.0, local_targets=False, return_details=True
+    )
     out.loss.backward()
     local = contrastive_distillation_loss(image, text, teacher[rows], bank, 4.0)
+    # The tiled path, and every rank computing the whole global loss.
+    tiled = contrastive_distillation_loss(
+        image, text, teacher[rows], bank, 4.0, local_targets=False, chunk_size=2
+    )
+    image_all = s_img[rows].clone().requires_grad_()
+    everything = contrastive_distillation_loss(
+        image_all, text.detach(), teacher[rows], bank, 4.0, local_targets=False, local_loss=False
+    )
+    everything.backward()
     return {
         **_ssmke_ddp_case(rank),
         "bank": memory.bank.clone(),
@@ -288,7 +298,10 @@ def _ssmke_cases(rank: int) -> dict[str, Any]:
         "labels": out.labels,
         "grad_image": image.grad,
         "grad_text": text.grad,
-        "local_loss": local.loss.detach(),
+        "local_loss": local.detach(),
+        "tiled": tiled.detach(),
+        "global": everything.detach(),
+        "grad_image_global": image_all.grad,
     }
 
 

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from vlp.heads import LogitScale
-from vlp.losses import ClipLoss, clip_loss
+from vlp.losses import ClipLoss, LogitScale, clip_loss
 from vlp.testing import assert_close
 
 F64 = torch.float64

@@ -140,8 +140,11 @@ def test_collapsed_objective_is_two_log_four() -> None:
     eight, two = [collapsed] * 8, [collapsed] * 2
     loss_fn = COSMOSLoss(dtype=F64)
     with torch.no_grad():
-        out = loss_fn(eight, eight, eight, eight, two, two)
+        out = loss_fn(eight, eight, eight, eight, two, two, return_details=True)
+        plain = loss_fn(eight, eight, eight, eight, two, two)
     assert isinstance(out, COSMOSLossOutput)
+    assert isinstance(plain, torch.Tensor) and plain.dim() == 0
+    assert float(plain) == float(out.loss)
     assert float(out.clip) == pytest.approx(math.log(4), abs=1e-12)
     assert float(out.distillation) == pytest.approx(math.log(4), abs=1e-12)
     assert float(out.loss) == pytest.approx(2.7725887, abs=1e-7)
@@ -156,7 +159,7 @@ def test_objective_matches_float64_reference(generator: torch.Generator) -> None
     with torch.no_grad():
         loss_fn.logit_scale.log_scale.fill_(math.log(9.0))
         loss_fn.distill_logit_scale.log_scale.fill_(math.log(5.0))
-    out = loss_fn(*inputs)
+    out = loss_fn(*inputs, return_details=True)
     l_clip, l_cosmos = reference_objective(*inputs, 9.0, 5.0)
     assert_close(out.clip, l_clip, rtol=1e-12, atol=1e-12)
     assert_close(out.distillation, l_cosmos, rtol=1e-12, atol=1e-12)
@@ -179,12 +182,12 @@ def test_structure_local_crops_teacher_and_temperatures(generator: torch.Generat
     for t in [*t_img, *t_txt]:
         t.requires_grad_()
     loss_fn = COSMOSLoss(dtype=F64)
-    out = loss_fn(img, txt, img_x, txt_x, t_img, t_txt)
+    out = loss_fn(img, txt, img_x, txt_x, t_img, t_txt, return_details=True)
 
     # L_CLIP ignores local image crops; L_COSMOS depends on their cross-modal features.
     moved = [*img[:2], *(v + 3.0 for v in img[2:])]
     moved_x = [*img_x[:2], *(v.flip(1) for v in img_x[2:])]
-    out_moved = loss_fn(moved, txt, moved_x, txt_x, t_img, t_txt)
+    out_moved = loss_fn(moved, txt, moved_x, txt_x, t_img, t_txt, return_details=True)
     assert torch.equal(out_moved.clip, out.clip)
     assert abs((out_moved.distillation - out.distillation).item()) > 1e-3
 
@@ -242,7 +245,7 @@ def test_chunked_path_equals_dense(generator: torch.Generator) -> None:
         assert_close(g_c, g_d, rtol=1e-10, atol=1e-12)
     loss_fn = COSMOSLoss(dtype=F64, chunk_size=2)
     inputs = cosmos_inputs(generator, n=4, d=3)
-    assert_close(loss_fn(*inputs).loss, COSMOSLoss(dtype=F64)(*inputs).loss, rtol=1e-12)
+    assert_close(loss_fn(*inputs), COSMOSLoss(dtype=F64)(*inputs), rtol=1e-12)
 
 
 @pytest.mark.skipif(not triton_runnable(), reason="triton cannot run here")
@@ -279,7 +282,7 @@ def test_bad_input(generator: torch.Generator) -> None:
         cosmos_distillation_loss([a], [b], [a], [], 1.0)
     with pytest.raises(ValueError, match="clip_image_views=2"):
         COSMOSLoss(dtype=F64)([a], [b], [a], [b], [a], [b])
-    with pytest.raises(ValueError, match="clip_image_views must be >= 1"):
+    with pytest.raises(ValueError, match="clip_image_views must be an int >= 1"):
         COSMOSLoss(clip_image_views=0)
 
 

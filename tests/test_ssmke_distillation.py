@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from _gloo_cases import SSMKE_BANK_SIZE, SSMKE_SIZES, gloo_results, ssmke_data
 from torch import nn
 
-from vlp.heads import FrozenTeacher, TeacherMemoryBank
+from vlp.heads import FrozenTeacher
 from vlp.losses import (
     ContrastiveDistillationLoss,
+    TeacherMemoryBank,
     contrastive_distillation_loss,
     feature_distillation_loss,
     ssmke_loss,
@@ -64,7 +65,7 @@ def test_matches_float64_reference(generator: torch.Generator, bank_rows: int | 
     s_txt = torch.randn(b, d, generator=generator, dtype=F64)
     teacher = torch.randn(b, d, generator=generator, dtype=F64)
     bank = None if bank_rows is None else _unit(bank_rows, d, generator=generator)
-    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 3.5)
+    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 3.5, return_details=True)
     i2i, t2i = _reference_kd(s_img, s_txt, teacher, bank, 3.5)
     g = 0 if bank is None else bank.shape[0]
     assert out.logits_image.shape == out.logits_text.shape == (b, b + g)
@@ -80,7 +81,7 @@ def test_matches_float64_reference(generator: torch.Generator, bank_rows: int | 
 
 def test_single_row_without_bank_is_zero(generator: torch.Generator) -> None:
     x = torch.randn(1, 8, generator=generator, dtype=F64)
-    out = contrastive_distillation_loss(x, x.flip(1), x.roll(1), None, 10.0)
+    out = contrastive_distillation_loss(x, x.flip(1), x.roll(1), None, 10.0, return_details=True)
     assert out.loss.item() == 0.0
     assert out.logits_image.shape == (1, 1)
 
@@ -104,7 +105,7 @@ def test_orthogonal_student_gives_exactly_log_b_plus_g(generator: torch.Generato
     s_txt = torch.cat(
         [torch.zeros(b, 8, dtype=F64), torch.randn(b, 8, generator=generator, dtype=F64)], 1
     )
-    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 1.0)
+    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 1.0, return_details=True)
     assert d == teacher.shape[1]
     assert out.loss.item() == pytest.approx(math.log(b + g), abs=1e-15)
     assert out.loss_image.item() == pytest.approx(math.log(b + g), abs=1e-15)
@@ -117,7 +118,7 @@ def test_random_unit_vectors_at_scale_one_give_log_b_plus_g(generator: torch.Gen
     b, g, d = 16, 240, 4096
     args = [_unit(b, d, generator=generator) for _ in range(3)]
     bank = _unit(g, d, generator=generator)
-    out = contrastive_distillation_loss(*args, bank, 1.0)
+    out = contrastive_distillation_loss(*args, bank, 1.0, return_details=True)
     assert out.logits_image.shape == (b, b + g)
     assert out.loss.item() == pytest.approx(math.log(b + g), abs=0.01)
 
@@ -127,7 +128,7 @@ def test_student_equal_to_teacher_goes_to_zero(generator: torch.Generator) -> No
     teacher = _unit(b, d, generator=generator)
     bank = _unit(g, d, generator=generator)
     losses = [
-        contrastive_distillation_loss(teacher, teacher, teacher, bank, s).loss.item()
+        contrastive_distillation_loss(teacher, teacher, teacher, bank, s).item()
         for s in (1.0, 5.0, 20.0, 100.0)
     ]
     assert losses[0] > losses[1] > losses[2] > losses[3] >= 0.0
@@ -153,7 +154,7 @@ def test_gradcheck(generator: torch.Generator) -> None:
     bank = _unit(g, d, generator=generator)
 
     def fn(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = contrastive_distillation_loss(xs[0], xs[1], xs[2], bank, xs[3])
+        out = contrastive_distillation_loss(xs[0], xs[1], xs[2], bank, xs[3], return_details=True)
         return out.loss, out.loss_image, out.loss_text
 
     assert torch.autograd.gradcheck(fn, (s_img, s_txt, teacher, scale))
@@ -164,7 +165,7 @@ def test_no_gradient_into_the_bank(generator: torch.Generator) -> None:
     bank = _unit(6, 4, generator=generator).requires_grad_()
     s = torch.randn(3, 4, generator=generator, dtype=F64, requires_grad=True)
     t = torch.randn(3, 4, generator=generator, dtype=F64)
-    contrastive_distillation_loss(s, s * 2, t, bank, 5.0).loss.backward()
+    contrastive_distillation_loss(s, s * 2, t, bank, 5.0).backward()
     assert bank.grad is None
     assert s.grad is not None and bool(s.grad.abs().sum() > 0)
 
@@ -173,8 +174,10 @@ def test_low_precision_reduces_in_float32(generator: torch.Generator) -> None:
     x = torch.randn(4, 8, generator=generator)
     y, z = torch.randn(4, 8, generator=generator), torch.randn(4, 8, generator=generator)
     bank = _unit(5, 8, generator=generator, dtype=torch.float32)
-    ref = contrastive_distillation_loss(x, y, z, bank, 7.0)
-    half = contrastive_distillation_loss(x.bfloat16(), y.bfloat16(), z.bfloat16(), bank, 7.0)
+    ref = contrastive_distillation_loss(x, y, z, bank, 7.0, return_details=True)
+    half = contrastive_distillation_loss(
+        x.bfloat16(), y.bfloat16(), z.bfloat16(), bank, 7.0, return_details=True
+    )
     assert half.loss.dtype == torch.float32
     assert half.loss.item() == pytest.approx(ref.loss.item(), abs=0.05)
 
@@ -185,12 +188,12 @@ def test_bank_module_is_accepted(generator: torch.Generator) -> None:
         torch.randn(3, 4, generator=generator),
         _unit(3, 4, generator=generator, dtype=torch.float32),
     )
-    empty = contrastive_distillation_loss(s, s, t, bank, 2.0)
+    empty = contrastive_distillation_loss(s, s, t, bank, 2.0, return_details=True)
     assert empty.logits_image.shape == (3, 3)  # an empty bank adds no negatives
     bank.enqueue(t)
-    out = contrastive_distillation_loss(s, s, t, bank, 2.0)
+    out = contrastive_distillation_loss(s, s, t, bank, 2.0, return_details=True)
     assert out.logits_image.shape == (3, 6)
-    assert_close(out.loss, contrastive_distillation_loss(s, s, t, bank.negatives(), 2.0).loss)
+    assert_close(out.loss, contrastive_distillation_loss(s, s, t, bank.negatives(), 2.0))
 
 
 def test_bad_input(generator: torch.Generator) -> None:
@@ -210,8 +213,10 @@ def test_bad_input(generator: torch.Generator) -> None:
         contrastive_distillation_loss(x, x, x.clone().fill_(float("nan")), None, 1.0)
     with pytest.raises(TypeError, match="student_image must have a floating-point dtype"):
         contrastive_distillation_loss(x.long(), x.long(), x.long(), None, 1.0)
-    with pytest.raises(TypeError, match="gather_teacher must be a bool"):
-        contrastive_distillation_loss(x, x, x, None, 1.0, gather_teacher=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="local_targets must be a bool"):
+        contrastive_distillation_loss(x, x, x, None, 1.0, local_targets=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="it needs local_targets=False"):
+        contrastive_distillation_loss(x, x, x, None, 1.0, local_loss=False)
 
 
 # ----------------------------------------------------------------- feature distillation
@@ -277,8 +282,8 @@ def test_ssmke_loss_combines_kd_and_both_itc(generator: torch.Generator) -> None
     text = tuple(torch.randn(b, w, generator=generator, dtype=F64) for w in (12, 3, 5))
     teacher = torch.randn(b, 5, generator=generator, dtype=F64)
     bank = _unit(7, 5, generator=generator)
-    out = ssmke_loss(image, text, teacher, bank, 14.0, 3.0, 5.0)  # type: ignore[arg-type]
-    kd = contrastive_distillation_loss(image[2], text[2], teacher, bank, 14.0)
+    out = ssmke_loss(image, text, teacher, bank, 14.0, 3.0, 5.0, return_details=True)  # type: ignore[arg-type]
+    kd = contrastive_distillation_loss(image[2], text[2], teacher, bank, 14.0, return_details=True)
     itc0 = clip_loss(image[0], text[0], 3.0, return_details=True)
     itc1 = clip_loss(image[1], text[1], 5.0, return_details=True)
     assert out.kd.item() == pytest.approx(kd.loss.item(), rel=1e-14)
@@ -295,18 +300,18 @@ def test_ssmke_loss_combines_kd_and_both_itc(generator: torch.Generator) -> None
 
 
 def test_loss_module_fixed_scale_and_bank_update(generator: torch.Generator) -> None:
-    loss_fn = ContrastiveDistillationLoss(bank_size=6, dim=4, init="empty", dtype=F64)
+    loss_fn = ContrastiveDistillationLoss(bank_size=6, dim=4, bank_init="empty", dtype=F64)
     assert not loss_fn.logit_scale.log_scale.requires_grad  # the reference never trains it
     assert list(loss_fn.parameters()) == [loss_fn.logit_scale.log_scale]
     s = torch.randn(4, 4, generator=generator, dtype=F64)
     t = _unit(4, 4, generator=generator)
-    first = loss_fn(s, s, t)
+    first = loss_fn(s, s, t, return_details=True)
     assert first.logits_image.shape == (4, 4)  # the bank is read before the update
     assert first.loss.item() == pytest.approx(
-        contrastive_distillation_loss(s, s, t, None, 1 / 0.07).loss.item(), rel=1e-12
+        contrastive_distillation_loss(s, s, t, None, 1 / 0.07).item(), rel=1e-12
     )
     assert len(loss_fn.bank) == 4
-    second = loss_fn(s, s, t)
+    second = loss_fn(s, s, t, return_details=True)
     assert second.logits_image.shape == (4, 8)
     loss_fn.eval()
     loss_fn(s, s, t)
@@ -316,7 +321,7 @@ def test_loss_module_fixed_scale_and_bank_update(generator: torch.Generator) -> 
 def test_loss_module_enqueues_normalised_teacher(generator: torch.Generator) -> None:
     # The loss normalises the teacher rows itself, so a raw (unnormalised) teacher output
     # is accepted; the bank must then hold the same unit rows the loss used as targets.
-    loss_fn = ContrastiveDistillationLoss(bank_size=8, dim=4, init="empty", dtype=F64)
+    loss_fn = ContrastiveDistillationLoss(bank_size=8, dim=4, bank_init="empty", dtype=F64)
     s = torch.randn(3, 4, generator=generator, dtype=F64)
     raw = 5.0 * torch.randn(3, 4, generator=generator, dtype=F64)
     loss_fn(s, s, raw)
@@ -325,7 +330,7 @@ def test_loss_module_enqueues_normalised_teacher(generator: torch.Generator) -> 
     second = loss_fn(s, s, raw)
     bank = F.normalize(raw, dim=-1)
     expected = contrastive_distillation_loss(s, s, raw, bank, 1 / 0.07)
-    assert second.loss.item() == pytest.approx(expected.loss.item(), rel=1e-12)
+    assert second.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_loss_module_learnable_scale(generator: torch.Generator) -> None:
@@ -336,7 +341,7 @@ def test_loss_module_learnable_scale(generator: torch.Generator) -> None:
     assert len(loss_fn.bank) == 8  # random_unit: full from the start, as the reference
     s = torch.randn(3, 4, generator=generator)
     t = torch.randn(3, 4, generator=generator)
-    out = loss_fn(s, s.flip(0), t)
+    out = loss_fn(s, s.flip(0), t, return_details=True)
     assert out.logits_image.shape == (3, 11)
     out.loss.backward()
     grad = loss_fn.logit_scale.log_scale.grad
@@ -410,7 +415,7 @@ def test_bank_takes_no_gradient_and_casts(generator: torch.Generator) -> None:
 
 
 def test_bank_dtype_moves_and_nested_state_dict(generator: torch.Generator) -> None:
-    loss_fn = ContrastiveDistillationLoss(bank_size=5, dim=3, init="empty")
+    loss_fn = ContrastiveDistillationLoss(bank_size=5, dim=3, bank_init="empty")
     t = _unit(7, 3, generator=generator, dtype=torch.float32)
     loss_fn.bank.enqueue(t[:4])
     loss_fn.half()
@@ -422,7 +427,7 @@ def test_bank_dtype_moves_and_nested_state_dict(generator: torch.Generator) -> N
     loss_fn.to(F64)
     assert bank.bank.dtype == F64 and len(bank) == 5
     # Through a parent: the host-side pointer of the nested bank follows the loaded buffers.
-    fresh = ContrastiveDistillationLoss(bank_size=5, dim=3, init="empty", dtype=F64)
+    fresh = ContrastiveDistillationLoss(bank_size=5, dim=3, bank_init="empty", dtype=F64)
     fresh.load_state_dict(loss_fn.state_dict())
     assert len(fresh.bank) == 5 and int(fresh.bank.pointer) == 2
     fresh.bank.enqueue(t[:1].double())
@@ -607,7 +612,7 @@ def test_bank_enqueue_across_two_ranks(results: list[dict[str, Any]]) -> None:
 def test_gathered_teacher_loss_across_two_ranks(results: list[dict[str, Any]]) -> None:
     _, s_img, s_txt, teacher, bank = ssmke_data()
     s_img, s_txt = s_img.clone().requires_grad_(), s_txt.clone().requires_grad_()
-    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 4.0)
+    out = contrastive_distillation_loss(s_img, s_txt, teacher, bank, 4.0, return_details=True)
     out.loss.backward()
     assert s_img.grad is not None and s_txt.grad is not None
     world = len(SSMKE_SIZES)
@@ -621,7 +626,12 @@ def test_gathered_teacher_loss_across_two_ranks(results: list[dict[str, Any]]) -
         assert_close(res["grad_text"], world * s_txt.grad[rows], msg=f"rank {r}")
         assert torch.equal(res["labels"], torch.arange(start, start + SSMKE_SIZES[r]))
         assert_close(res["local_loss"], contrastive_distillation_loss(
-            s_img[rows], s_txt[rows], teacher[rows], bank, 4.0).loss)  # fmt: skip
+            s_img[rows], s_txt[rows], teacher[rows], bank, 4.0))  # fmt: skip
+        assert_close(res["tiled"], res["loss"], msg="tiled path")
+        # local_loss=False: the global loss on every rank; each rank's own rows get their
+        # full gradient (the all-gather's backward sums every rank's copy of the loss).
+        assert_close(res["global"], out.loss.detach(), msg="global loss on every rank")
+        assert_close(res["grad_image_global"], world * s_img.grad[rows], msg=f"rank {r}")
         start += SSMKE_SIZES[r]
 
 
@@ -633,3 +643,23 @@ def test_frozen_teacher_inside_ddp(results: list[dict[str, Any]]) -> None:
         assert res["ddp_teacher_unchanged"] and res["ddp_targets_equal"], f"rank {r}"
         assert res["ddp_teacher_eval"], f"rank {r}"
     assert torch.equal(results[0]["ddp_student"], results[1]["ddp_student"])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_contrastive_distillation_tiled_matches_dense(chunk_size: int) -> None:
+    # The tiled path never forms the (B, B + G) logits: same value and gradients.
+    g = torch.Generator().manual_seed(5)
+    s_img, s_txt, teacher = (torch.randn(5, 4, generator=g, dtype=F64) for _ in range(3))
+    bank = F.normalize(torch.randn(7, 4, generator=g, dtype=F64), dim=-1)
+    inputs = (s_img.requires_grad_(), s_txt.requires_grad_(), teacher.requires_grad_())
+    scale = torch.tensor(6.0, dtype=F64, requires_grad=True)
+    dense = contrastive_distillation_loss(*inputs, bank, scale)
+    tiled = contrastive_distillation_loss(
+        *inputs, bank, scale, chunk_size=chunk_size, backend="torch"
+    )
+    assert_close(tiled, dense)
+    wrt = (*inputs, scale)
+    for a, b in zip(torch.autograd.grad(tiled, wrt), torch.autograd.grad(dense, wrt)):
+        assert_close(a, b)
+    with pytest.raises(ValueError, match="return_details=True needs the logits"):
+        contrastive_distillation_loss(*inputs, bank, scale, chunk_size=2, return_details=True)

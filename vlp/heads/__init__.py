@@ -1,30 +1,27 @@
-"""Heads: learnable temperature, cross-attention pooler, EMA and frozen teachers, memory bank.
+"""Heads: cross-attention pooler, EMA and frozen teachers.
 
 Parts for the user's own model, not whole models (those live in :mod:`vlp.models`).
 
-- :class:`LogitScale`: a learnable, clamped temperature shared by every suite.
 - COSMOS: :class:`CrossAttentionPooler`, :class:`COSMOSHead`, :class:`EMATeacher`,
   :func:`ema_update`, :func:`cosine_momentum`.
-- S-SMKE: :class:`FrozenTeacher`, :class:`TeacherMemoryBank`. The student model moved to
+- S-SMKE: :class:`FrozenTeacher`. The student model moved to
   :mod:`vlp.models` (:func:`vlp.models.build_ssmke`), its encoder wrappers and checkpoint
   loaders to :mod:`vlp.adapters`; the old names here still work for one release, with a
   ``DeprecationWarning``.
+- The loss state moved to :mod:`vlp.losses`: :class:`~vlp.losses.LogitScale` and
+  :class:`~vlp.losses.TeacherMemoryBank` (old names here: deprecated aliases).
 """
 
 from vlp._deprecated import Target, deprecated_getattr, deprecated_modules, moved
 from vlp.heads.cross_attention import COSMOSHead, CrossAttentionPooler
 from vlp.heads.ema import EMATeacher, cosine_momentum, ema_update
 from vlp.heads.frozen_teacher import FrozenTeacher
-from vlp.heads.logit_scale import LogitScale
-from vlp.heads.memory_bank import TeacherMemoryBank
 
 __all__ = [
     "COSMOSHead",
     "CrossAttentionPooler",
     "EMATeacher",
     "FrozenTeacher",
-    "LogitScale",
-    "TeacherMemoryBank",
     "cosine_momentum",
     "ema_update",
 ]
@@ -56,5 +53,15 @@ _STUDENT: dict[str, Target] = {
     ),
     **moved(("build_ssmke",), "vlp.models.ssmke", public="vlp.models"),
 }
-__getattr__ = deprecated_getattr(__name__, {**_SSMKE, **_STUDENT})
-deprecated_modules({"vlp.heads.ssmke": _SSMKE, "vlp.heads.ssmke_student": _STUDENT})
+# Moved in 0.2 (issue 12): the state the losses own, to vlp.losses.
+_LOGIT_SCALE = moved(("LogitScale",), "vlp.losses.logit_scale", public="vlp.losses")
+_MEMORY_BANK = moved(("TeacherMemoryBank",), "vlp.losses.memory_bank", public="vlp.losses")
+__getattr__ = deprecated_getattr(__name__, {**_SSMKE, **_STUDENT, **_LOGIT_SCALE, **_MEMORY_BANK})
+deprecated_modules(
+    {
+        "vlp.heads.ssmke": _SSMKE,
+        "vlp.heads.ssmke_student": _STUDENT,
+        "vlp.heads.logit_scale": _LOGIT_SCALE,
+        "vlp.heads.memory_bank": _MEMORY_BANK,
+    }
+)

@@ -10,6 +10,8 @@ configuration or learnable parameters.
 - Distillation: :func:`cosmos_distillation_loss` (COSMOS),
   :func:`contrastive_distillation_loss`, :func:`feature_distillation_loss` and
   :func:`ssmke_loss` (S-SMKE).
+- The state they own: :class:`LogitScale` (a learnable, clamped temperature) and
+  :class:`TeacherMemoryBank` (S-SMKE's bank of past teacher embeddings).
 """
 
 from vlp.losses.clip import ClipLoss, ClipLossOutput, clip_loss
@@ -31,6 +33,8 @@ from vlp.losses.fsc_clip import FSCCLIPLoss, FSCCLIPLossOutput, fsc_clip_loss
 from vlp.losses.grad_cache import GradCache
 from vlp.losses.hard_negative import hard_negative_loss
 from vlp.losses.local_hard_negative import local_hard_negative_loss
+from vlp.losses.logit_scale import LogitScale
+from vlp.losses.memory_bank import TeacherMemoryBank
 from vlp.losses.negclip import negclip_loss
 from vlp.losses.scr import scr_loss
 from vlp.losses.siglip import SigLipLoss, siglip_loss
@@ -45,8 +49,10 @@ __all__ = [
     "FSCCLIPLoss",
     "FSCCLIPLossOutput",
     "GradCache",
+    "LogitScale",
     "SSMKELossOutput",
     "SigLipLoss",
+    "TeacherMemoryBank",
     "clip_loss",
     "contrastive_distillation_loss",
     "cosmos_distillation_loss",

@@ -13,10 +13,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["REMOVAL", "renamed_keywords"]
+from vlp._deprecated import REMOVAL
 
-#: The release in which the deprecated keywords go away.
-REMOVAL = "0.3"
+__all__ = ["renamed_keywords"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -13,7 +13,6 @@ from torch import nn
 
 from vlp._checks import check_bool, check_probability
 from vlp.distributed import ProcessGroup
-from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair, check_sample_ids, promote
 from vlp.losses._gather import allow_empty, validated
@@ -25,6 +24,7 @@ from vlp.losses._infonce import (
     gather_views,
     pair_loss,
 )
+from vlp.losses.logit_scale import LogitScale
 
 __all__ = ["ClipLoss", "ClipLossOutput", "clip_loss"]
 
@@ -225,7 +225,7 @@ class ClipLoss(nn.Module):
     """CLIP loss with a learnable temperature (Radford et al., 2021, section 2.5).
 
     Calls [`clip_loss`][vlp.losses.clip.clip_loss] with the scale of a
-    [`LogitScale`][vlp.heads.logit_scale.LogitScale].
+    [`LogitScale`][vlp.losses.logit_scale.LogitScale].
 
     The scale starts at ``init_scale`` (1/0.07) and is clamped to
     ``[1, max_scale]`` only when you call `clamp_()` after the optimiser step;

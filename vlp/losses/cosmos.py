@@ -11,17 +11,26 @@ of views.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import torch
 from torch import nn
 
+from vlp._checks import check_bool, check_int
 from vlp.distributed import ProcessGroup
-from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import check_pair, promote
 from vlp.losses._gather import allow_empty, validated
-from vlp.losses._infonce import InfoNCEBatch, View, check_infonce_options, gather_views, pair_loss
+from vlp.losses._infonce import (
+    InfoNCEBatch,
+    View,
+    check_backend,
+    check_chunk_size,
+    check_infonce_options,
+    gather_views,
+    pair_loss,
+)
+from vlp.losses.logit_scale import LogitScale
 
 __all__ = ["COSMOSLoss", "COSMOSLossOutput", "cosmos_distillation_loss", "multiview_clip_loss"]
 
@@ -266,7 +275,7 @@ def cosmos_distillation_loss(
 
 
 class COSMOSLossOutput(NamedTuple):
-    """What [`COSMOSLoss`][vlp.losses.cosmos.COSMOSLoss] returns.
+    """What [`COSMOSLoss`][vlp.losses.cosmos.COSMOSLoss] returns with ``return_details=True``.
 
     Attributes:
         loss: scalar, ``clip + distillation`` (both weights 1, as the reference).
@@ -309,8 +318,8 @@ class COSMOSLoss(nn.Module):
         >>> loss_fn = COSMOSLoss()
         >>> views = [torch.randn(4, 8) for _ in range(8)]
         >>> teacher = [torch.randn(4, 8) for _ in range(2)]
-        >>> out = loss_fn(views, views, views, views, teacher, teacher)
-        >>> out.loss.backward()
+        >>> loss = loss_fn(views, views, views, views, teacher, teacher)
+        >>> loss.backward()
         >>> loss_fn.clamp_()  # after optimizer.step()
     """
 
@@ -329,10 +338,11 @@ class COSMOSLoss(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(clip_image_views, bool) or not isinstance(clip_image_views, int):
-            raise TypeError(f"clip_image_views must be an int, got {clip_image_views!r}")
-        if clip_image_views < 1:
-            raise ValueError(f"clip_image_views must be >= 1, got {clip_image_views}")
+        check_int("clip_image_views", clip_image_views, low=1)
+        check_bool("local_loss", local_loss)
+        check_bool("gather_with_grad", gather_with_grad)
+        check_chunk_size(chunk_size)
+        check_backend(backend)
         self.logit_scale = LogitScale(init_scale, max_scale=max_scale, device=device, dtype=dtype)
         self.distill_logit_scale = LogitScale(
             init_scale, max_scale=max_scale, device=device, dtype=dtype
@@ -344,6 +354,7 @@ class COSMOSLoss(nn.Module):
         self.chunk_size = chunk_size
         self.backend: Backend = backend
 
+    @overload
     def forward(
         self,
         image: Sequence[torch.Tensor],
@@ -352,7 +363,34 @@ class COSMOSLoss(nn.Module):
         cross_text: Sequence[torch.Tensor],
         teacher_image: Sequence[torch.Tensor],
         teacher_text: Sequence[torch.Tensor],
-    ) -> COSMOSLossOutput:
+        *,
+        return_details: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        image: Sequence[torch.Tensor],
+        text: Sequence[torch.Tensor],
+        cross_image: Sequence[torch.Tensor],
+        cross_text: Sequence[torch.Tensor],
+        teacher_image: Sequence[torch.Tensor],
+        teacher_text: Sequence[torch.Tensor],
+        *,
+        return_details: Literal[True],
+    ) -> COSMOSLossOutput: ...
+
+    def forward(
+        self,
+        image: Sequence[torch.Tensor],
+        text: Sequence[torch.Tensor],
+        cross_image: Sequence[torch.Tensor],
+        cross_text: Sequence[torch.Tensor],
+        teacher_image: Sequence[torch.Tensor],
+        teacher_text: Sequence[torch.Tensor],
+        *,
+        return_details: bool = False,
+    ) -> torch.Tensor | COSMOSLossOutput:
         """Compute both terms.
 
         Args:
@@ -363,11 +401,14 @@ class COSMOSLoss(nn.Module):
             cross_text: ``V_t`` cross-modal caption features ``(N, D)``.
             teacher_image: teacher image embeddings ``(N, D)`` of the global crops.
             teacher_text: teacher embeddings ``(N, D)`` of the global captions.
+            return_details: return the two terms as well.
 
         Returns:
+            The scalar ``clip + distillation``, or a
             [`COSMOSLossOutput`][vlp.losses.cosmos.COSMOSLossOutput] ``(loss, clip,
             distillation)``.
         """
+        check_bool("return_details", return_details)
         image_views = _views("image", image)
         if len(image_views) < self.clip_image_views:
             raise ValueError(
@@ -384,6 +425,8 @@ class COSMOSLoss(nn.Module):
             local_loss=self.local_loss, gather_with_grad=self.gather_with_grad, group=self.group,
             chunk_size=self.chunk_size, backend=self.backend,
         )  # fmt: skip
+        if not return_details:
+            return clip + distill
         return COSMOSLossOutput(clip + distill, clip, distill)
 
     def clamp_(self) -> None:

@@ -15,7 +15,6 @@ from torch import nn
 
 from vlp._checks import check_bool, check_float
 from vlp.distributed import ProcessGroup
-from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.losses._contrastive import as_scalar
 from vlp.losses._gather import validated
@@ -30,6 +29,7 @@ from vlp.losses.local_hard_negative import (
     check_local_tokens,
     check_normalizer,
 )
+from vlp.losses.logit_scale import LogitScale
 from vlp.losses.scr import MissingNegatives
 
 __all__ = ["FSCCLIPLoss", "FSCCLIPLossOutput", "fsc_clip_loss"]
@@ -256,7 +256,7 @@ def fsc_clip_loss(
 class FSCCLIPLoss(nn.Module):
     """FSC-CLIP's loss with a learnable temperature (Oh et al., EMNLP 2024, sec. 3).
 
-    Holds the configuration and a [`LogitScale`][vlp.heads.logit_scale.LogitScale] (as
+    Holds the configuration and a [`LogitScale`][vlp.losses.logit_scale.LogitScale] (as
     [`ClipLoss`][vlp.losses.clip.ClipLoss] does) and calls
     [`fsc_clip_loss`][vlp.losses.fsc_clip.fsc_clip_loss]. FSC-CLIP fine-tunes a pretrained
     CLIP, whose scale (about 100 for OpenAI's) sets the sharpness of the SCR and local

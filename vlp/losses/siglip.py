@@ -12,13 +12,13 @@ from torch import nn
 
 from vlp._checks import check_bool, check_float
 from vlp.distributed import ProcessGroup
-from vlp.heads.logit_scale import LogitScale
 from vlp.kernels import Backend
 from vlp.kernels.contrastive import DEFAULT_CHUNK, tiled_sigmoid_loss
 from vlp.losses._contrastive import as_scalar, check_pair, check_sample_ids, logits_dtype, promote
 from vlp.losses._gather import allow_empty, start_gather, validated
 from vlp.losses._infonce import check_backend, check_chunk_size, empty_rows_loss
 from vlp.losses._renamed import renamed_keywords
+from vlp.losses.logit_scale import LogitScale
 
 __all__ = ["SigLipLoss", "siglip_loss"]
 
@@ -186,7 +186,7 @@ class SigLipLoss(nn.Module):
 
     Calls [`siglip_loss`][vlp.losses.siglip.siglip_loss] with its own parameters.
 
-    The scale is a [`LogitScale`][vlp.heads.logit_scale.LogitScale] initialised to 10
+    The scale is a [`LogitScale`][vlp.losses.logit_scale.LogitScale] initialised to 10
     (its parameter to ``log 10``) and the bias a scalar parameter initialised to -10,
     as in SigLIP. ``forward`` never mutates them; call `clamp_()` after the optimiser
     step to keep the scale in ``[1, max_scale]``.

@@ -145,7 +145,7 @@ class TeacherMemoryBank(nn.Module):
 
         For an ``"empty"`` bank that has not wrapped yet these are the first slots,
         oldest first; otherwise every slot. The order does not matter to a softmax over
-        negatives; use [`chronological`][vlp.heads.memory_bank.TeacherMemoryBank.chronological]
+        negatives; use [`chronological`][vlp.losses.memory_bank.TeacherMemoryBank.chronological]
         for oldest-first order.
         """
         return self.bank[: self._filled].detach()
