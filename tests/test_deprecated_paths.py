@@ -19,6 +19,22 @@ from vlp.data.shapes import scene as shapes_scene
 
 # (old module, old name, new module, new name, the path the warning must name)
 MOVED = [
+    ("vlp.heads", "LogitScale", "vlp.losses", "LogitScale", "vlp.losses.LogitScale"),
+    (
+        "vlp.heads",
+        "TeacherMemoryBank",
+        "vlp.losses",
+        "TeacherMemoryBank",
+        "vlp.losses.TeacherMemoryBank",
+    ),
+    ("vlp.heads.logit_scale", "LogitScale", "vlp.losses", "LogitScale", "vlp.losses.LogitScale"),
+    (
+        "vlp.heads.memory_bank",
+        "TeacherMemoryBank",
+        "vlp.losses",
+        "TeacherMemoryBank",
+        "vlp.losses.TeacherMemoryBank",
+    ),
     ("vlp.heads", "SSMKE", "vlp.models", "SSMKE", "vlp.models.SSMKE"),
     ("vlp.heads", "build_ssmke", "vlp.models", "build_ssmke", "vlp.models.build_ssmke"),
     ("vlp.heads", "PostLNBlock", "vlp.models", "PostLNBlock", "vlp.models.PostLNBlock"),

@@ -48,21 +48,6 @@ LAYERS: dict[str, int] = {
     "models": 5,
 }
 
-#: Upward edges that another change removes: ``vlp.losses`` still takes the state it owns
-#: (``LogitScale``, ``TeacherMemoryBank``) from ``vlp.heads`` until they move into
-#: ``vlp.losses`` (issue 12, item 1). The test fails when one of these edges no longer
-#: exists, so that the list is emptied by the change that removes them.
-_PENDING: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("vlp.losses.clip", "vlp.heads.logit_scale"),
-        ("vlp.losses.cosmos", "vlp.heads.logit_scale"),
-        ("vlp.losses.distill", "vlp.heads.logit_scale"),
-        ("vlp.losses.distill", "vlp.heads.memory_bank"),
-        ("vlp.losses.fsc_clip", "vlp.heads.logit_scale"),
-        ("vlp.losses.siglip", "vlp.heads.logit_scale"),
-    }
-)
-
 _LAZY_CALLS = {"import_module", "lazy_getattr", "__import__"}
 _DEPRECATED_CALLS = {"deprecated_getattr", "deprecated_modules", "moved"}
 
@@ -202,22 +187,10 @@ def _upward(edge: Edge) -> bool:
 
 def test_no_import_goes_upward() -> None:
     upward = sorted(
-        {
-            (e.importer, e.imported, e.line)
-            for e in EDGES
-            if not e.deprecated and _upward(e) and (e.importer, e.imported) not in _PENDING
-        }
+        {(e.importer, e.imported, e.line) for e in EDGES if not e.deprecated and _upward(e)}
     )
     assert not upward, "imports against the layer order (importer, imported, line):\n" + "\n".join(
         map(str, upward)
-    )
-
-
-def test_pending_edges_still_exist() -> None:
-    present = {(e.importer, e.imported) for e in EDGES if not e.deprecated}
-    gone = sorted(_PENDING - present)
-    assert not gone, (
-        f"these upward imports are gone; delete them from _PENDING in {__file__}: {gone}"
     )
 
 
