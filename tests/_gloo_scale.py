@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.distributed import get_rank, get_world_size, is_distributed
-from vlp.heads import EMATeacher, FrozenTeacher, TeacherMemoryBank
-from vlp.losses import ClipLoss, GradCache, clip_loss
+from vlp.heads import EMATeacher, FrozenTeacher
+from vlp.losses import ClipLoss, GradCache, TeacherMemoryBank, clip_loss
 from vlp.testing import run_distributed
 
 F64 = torch.float64

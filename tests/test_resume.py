@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from vlp.heads import EMATeacher, FrozenTeacher
-from vlp.losses import clip_loss, contrastive_distillation_loss, feature_distillation_loss
+from vlp.losses import (
+    LogitScale,
+    TeacherMemoryBank,
+    clip_loss,
+    contrastive_distillation_loss,
+    feature_distillation_loss,
+)
 from vlp.masking import ClusterMasking, gather_tokens, patchify
-
-try:  # where issue 17's sibling work moves them
-    from vlp.losses import LogitScale, TeacherMemoryBank  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - before the move
-    from vlp.heads import LogitScale, TeacherMemoryBank
 
 DIM = 16
 PATCH = 4
@@ -79,7 +80,7 @@ class Run:
             ema_image, _ = self.ema(images, text)
         loss = (
             clip_loss(image, txt, self.scale())
-            + contrastive_distillation_loss(image, txt, target, self.bank, self.scale()).loss
+            + contrastive_distillation_loss(image, txt, target, self.bank, self.scale())
             + feature_distillation_loss(image, ema_image)
         )
         self.opt.zero_grad()
