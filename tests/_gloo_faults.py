@@ -92,7 +92,7 @@ def siglip_dim(rank: int) -> Any:
 def distill_dim(rank: int) -> Any:
     d = (8, 6)[rank]
     x = [_features(rank + k, 3, d) for k in range(3)]
-    return contrastive_distillation_loss(*x, None, 5.0, gather_teacher=True)
+    return contrastive_distillation_loss(*x, None, 5.0, local_targets=False)
 
 
 def clip_dtype(rank: int) -> Any:
@@ -130,7 +130,7 @@ def negclip_negatives(rank: int) -> Any:
     n = (2, 3)[rank]
     x, t = _features(rank, 3, 4), _features(rank + 2, 3, 4)
     negatives = _features(rank + 4, 3 * n, 4).reshape(3, n, 4)
-    return negclip_loss(x, t, negatives, 5.0)
+    return negclip_loss(x, t, negatives, None, 5.0)
 
 
 def multiview_views(rank: int) -> Any:
@@ -206,11 +206,11 @@ EMPTY_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "clip_global_rows": lambda x, t, *_: clip_loss(x, t, 5.0, local_loss=False),
     "siglip": lambda x, t, *_: siglip_loss(x, t, 5.0, -1.0),
     "siglip_chunked": lambda x, t, *_: siglip_loss(x, t, 5.0, -1.0, chunk_size=2),
-    "negclip": lambda x, t, a, b, c, n: negclip_loss(x, t, n, 5.0),
+    "negclip": lambda x, t, a, b, c, n: negclip_loss(x, t, n, None, 5.0),
     "multiview": lambda x, t, a, *_: multiview_clip_loss([x, a], [t], 5.0),
     "cosmos": lambda x, t, a, b, *_: cosmos_distillation_loss([x], [t], [a], [b], 5.0),
-    "distill": lambda x, t, a, b, *_: (
-        contrastive_distillation_loss(x, t, a, b[:3], 5.0, gather_teacher=True).loss
+    "distill": lambda x, t, a, b, *_: contrastive_distillation_loss(
+        x, t, a, b[:3], 5.0, local_targets=False
     ),
 }
 

@@ -11,7 +11,7 @@ from _tiny_clip import tiny_clip
 from safetensors.torch import load_file
 
 from vlp.eval import SHAPES_METRICS
-from vlp.heads import LogitScale
+from vlp.losses import LogitScale
 
 
 def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
