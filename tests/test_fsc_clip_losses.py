@@ -485,7 +485,7 @@ def test_fsc_clip_module_has_no_silent_default_scale() -> None:
 def test_fsc_clip_from_model_reads_the_open_clip_scale() -> None:
     from adapters_models import make_clip
 
-    from vlp.heads import LogitScale
+    from vlp.losses import LogitScale
 
     model = make_clip()
     with torch.no_grad():
