@@ -155,6 +155,7 @@ EDGES = [edge for module, path in MODULES.items() for edge in _edges(module, pat
 
 
 def test_every_unit_has_a_layer() -> None:
+    """A new subpackage or top-level module gets its place in LAYERS (DESIGN.md's order)."""
     units = {_unit(m) for m in MODULES} - {""}
     assert units == set(LAYERS), (
         f"add new subpackages to LAYERS: {sorted(units - set(LAYERS))}; "
