@@ -17,6 +17,7 @@ from vlp.eval.compositional import CompositionalAccuracy, compositional_accuracy
 from vlp.eval.retrieval import retrieval_recall, similarity_matrix
 from vlp.eval.segmentation import (
     SegmentationScores,
+    chance_miou,
     mean_iou,
     segmentation_labels,
     sliding_window_scores,
@@ -32,9 +33,14 @@ from vlp.eval.winoground import (
 from vlp.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
 if TYPE_CHECKING:
-    from vlp.eval.shapes import SHAPES_METRICS, evaluate_shapes, metrics_table
+    from vlp.eval.shapes import (
+        SHAPES_METRICS,
+        evaluate_shapes,
+        evaluate_shapes_segmentation,
+        metrics_table,
+    )
 
-_LAZY = {"SHAPES_METRICS", "evaluate_shapes", "metrics_table"}
+_LAZY = {"SHAPES_METRICS", "evaluate_shapes", "evaluate_shapes_segmentation", "metrics_table"}
 
 __all__ = [
     "ARO_TASKS",
@@ -48,8 +54,10 @@ __all__ = [
     "WinogroundItem",
     "WinogroundScores",
     "aro_accuracy",
+    "chance_miou",
     "compositional_accuracy",
     "evaluate_shapes",
+    "evaluate_shapes_segmentation",
     "mean_iou",
     "metrics_table",
     "paired_similarity",

@@ -34,6 +34,7 @@ from vlp._patches import pair
 
 __all__ = [
     "SegmentationScores",
+    "chance_miou",
     "mean_iou",
     "segmentation_labels",
     "sliding_window_scores",
@@ -272,3 +273,40 @@ def mean_iou(
     miou = float(iou[present].mean())
     accuracy = float(intersection.sum() / joint.sum())
     return SegmentationScores(miou=miou, iou=iou, pixel_accuracy=accuracy)
+
+
+def chance_miou(
+    targets: torch.Tensor, num_classes: int, *, ignore_index: int | None = 255
+) -> float:
+    """The mIoU that uniformly random labels score on ``targets``, in expectation.
+
+    A pixel is labelled ``c`` with probability ``1 / C``, so for a class with ``n_c`` target
+    pixels among ``N`` the expected intersection is ``n_c / C`` and the expected union
+    ``n_c + N / C - n_c / C``; their ratio, averaged over the classes that occur, is the
+    chance level beside which :func:`mean_iou` is read (every class is predicted somewhere,
+    so absent classes count as in :func:`mean_iou`, with IoU 0).
+
+    Args:
+        targets: ``(B, H, W)`` integer labels in ``[0, num_classes)`` or ``ignore_index``.
+        num_classes: ``C``.
+        ignore_index: target value to skip, or ``None``.
+
+    Returns:
+        The expected mIoU (ratio of expectations), in ``[0, 1]``.
+    """
+    n = check_int("num_classes", num_classes, low=1)
+    check_tensor("targets", targets)
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must have an integer dtype, got {targets.dtype}")
+    target = targets.reshape(-1).long()
+    if ignore_index is not None:
+        target = target[target != check_int("ignore_index", ignore_index)]
+    if target.numel() == 0:
+        raise ValueError("targets must hold at least one counted pixel")
+    if int(target.min()) < 0 or int(target.max()) >= n:
+        raise ValueError(f"targets labels must lie in [0, {n}) (ignored pixels excluded)")
+    counts = torch.bincount(target, minlength=n).double()
+    total = counts.sum()
+    iou = (counts / n) / (counts + total / n - counts / n)
+    # Every class is predicted on about N / C pixels, so every class has a union > 0.
+    return float(iou.mean())

@@ -9,7 +9,7 @@ retrieval, zero-shot classification and compositional accuracy with the pure fun
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,15 @@ import torch.nn.functional as F
 from vlp._checks import check_int
 from vlp.eval.compositional import compositional_accuracy, paired_similarity
 from vlp.eval.retrieval import retrieval_recall, similarity_matrix
+from vlp.eval.segmentation import (
+    chance_miou,
+    mean_iou,
+    segmentation_labels,
+    sliding_window_scores,
+)
 from vlp.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
-__all__ = ["SHAPES_METRICS", "evaluate_shapes", "metrics_table"]
+__all__ = ["SHAPES_METRICS", "evaluate_shapes", "evaluate_shapes_segmentation", "metrics_table"]
 
 #: The rows of the table, in order.
 SHAPES_METRICS: tuple[str, ...] = (
@@ -199,6 +205,103 @@ def evaluate_shapes(
     for t in NEGATIVE_TYPES:
         metrics[f"comp {t}"] = result.per_type[t]
     metrics["comp mean"] = sum(result.per_type.values()) / len(result.per_type)
+    model.train(was_training)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_shapes_segmentation(
+    dense_features: Callable[[torch.Tensor], torch.Tensor],
+    model: DualEncoder,
+    tokenize: Tokenizer,
+    *,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    num_images: int = 200,
+    image_size: int = 64,
+    scale: float = 1.5,
+    seed: int = 12345,
+) -> dict[str, float]:
+    """Zero-shot semantic segmentation of held-out shapes images (COSMOS's protocol, scaled down).
+
+    ``test``-split scenes are rendered at ``image_size``, preprocessed, resized bilinearly by
+    ``scale`` (the release resizes to a 336 px short side for 224 px windows), scored with
+    :func:`~vlp.eval.sliding_window_scores` in windows of ``image_size`` with stride half of it,
+    resized back, and labelled by the most similar class (no background threshold). Classes
+    are the six shapes, or the eight colours, each embedded as the mean of its prompts
+    (``class_prompts``). Canvas pixels are ignored, as in the benchmarks without a background
+    class (VOC20, Context59, ADE20K).
+
+    Args:
+        dense_features: ``(B, 3, s, s)`` crops to ``(B, g, g, D)`` patch embeddings, e.g.
+            ``functools.partial(vlp.adapters.open_clip_dense_features, model)``.
+        model: has ``encode_text(token_ids)`` returning ``(B, D)``; put in eval mode and
+            restored.
+        tokenize: ``list[str] -> (B, L)`` token ids.
+        preprocess: ``(B, 3, H, W)`` uint8 CPU batch to the model's input on ``device``;
+            default scale to ``[0, 1]``.
+        device: where token ids (and, by default, images) go.
+        num_images: scenes evaluated (``>= 1``).
+        image_size: render size and window size (the model's input size).
+        scale: resize factor before the windows (``>= 1``).
+        seed: seed of the evaluation scenes.
+
+    Returns:
+        ``{"seg mIoU shape": ..., "seg mIoU colour": ..., "seg chance shape": ...,
+        "seg chance colour": ...}`` as fractions; the chance rows are
+        :func:`~vlp.eval.chance_miou` of the same targets.
+    """
+    from vlp.data.shapes import (
+        COLOURS,
+        SHAPES,
+        Scene,
+        ShapesDataset,
+        class_prompts,
+        render_class_map,
+    )
+    from vlp.eval.zero_shot import zero_shot_classifier
+
+    check_int("num_images", num_images, low=1)
+    check_int("image_size", image_size, low=1)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale >= 1:
+        raise ValueError(f"scale must be a number >= 1, got {scale!r}")
+    if preprocess is None:
+
+        def preprocess(images: torch.Tensor) -> torch.Tensor:
+            return images.to(device).float().div_(255)
+
+    dataset = ShapesDataset(num_images, split="test", seed=seed, image_size=image_size)
+    items = [dataset[i] for i in range(num_images)]
+    scenes = [Scene.from_dict(item["scene"]) for item in items]
+    images = torch.stack([torch.as_tensor(item["image"]) for item in items])
+    size = round(image_size * scale)
+    was_training = model.training
+    model.train(False)
+    metrics: dict[str, float] = {}
+    attributes: tuple[tuple[Literal["shape", "colour"], tuple[str, ...]], ...] = (
+        ("shape", SHAPES),
+        ("colour", COLOURS),
+    )
+    for attribute, classes in attributes:
+        prompts = class_prompts(attribute)
+        emb = torch.stack(
+            [_encode_texts(model, tokenize, prompts[c], device, 1000) for c in classes]
+        )
+        text = zero_shot_classifier(emb).to(device)
+        targets = torch.stack([torch.from_numpy(render_class_map(s, by=attribute)) for s in scenes])
+        labels = []
+        for i in range(0, num_images, 50):
+            x = preprocess(images[i : i + 50])
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            scores = sliding_window_scores(dense_features, x, text, window=image_size)
+            scores = F.interpolate(scores, size=(image_size, image_size), mode="bilinear")
+            labels.append(segmentation_labels(scores.float()).cpu() + 1)
+        # Classes 1..C; the canvas (0) is ignored.
+        pred = torch.cat(labels)
+        metrics[f"seg mIoU {attribute}"] = mean_iou(
+            pred, targets, len(classes) + 1, ignore_index=0
+        ).miou
+        metrics[f"seg chance {attribute}"] = chance_miou(targets - 1, len(classes), ignore_index=-1)
     model.train(was_training)
     return metrics
 
