@@ -116,6 +116,27 @@ def fsdp_train(rows: slice, sharded: bool) -> dict[str, Any]:
     }
 
 
+def fsdp_grad_cache(rows: slice, sharded: bool) -> dict[str, torch.Tensor]:
+    """Gradients of one GradCache step (micro-batch 2) of the tiny CLIP with ClipLoss.
+
+    The encoders go through the model's ``forward`` (``model(image=x)``) so that FSDP2's
+    hooks gather and reduce-scatter around every micro-batch.
+    """
+    model = tiny_clip()
+    if sharded:
+        shard_clip(model)
+    loss_fn = ClipLoss(dtype=F64)
+    images, tokens = fsdp_batches()[0]
+    GradCache(loss_fn).step(
+        lambda x: model(image=x)[0], lambda t: model(text=t)[1], images[rows], tokens[rows],
+        micro_batch=2,
+    )  # fmt: skip
+    grads = {n: full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+    assert loss_fn.logit_scale.log_scale.grad is not None
+    grads["loss.log_scale"] = loss_fn.logit_scale.log_scale.grad.clone()
+    return grads
+
+
 def _fsdp_frozen_and_bank(rank: int) -> dict[str, Any]:
     """A sharded FrozenTeacher, and a TeacherMemoryBank inside a sharded parent."""
     from torch.distributed.fsdp import fully_shard
@@ -212,6 +233,9 @@ def _worker(rank: int, world: int) -> dict[str, Any]:
     return {
         "fsdp": fsdp_train(slice(rank * FSDP_ROWS, (rank + 1) * FSDP_ROWS), sharded=True),
         "fsdp_frozen_bank": _fsdp_frozen_and_bank(rank),
+        "fsdp_grad_cache": fsdp_grad_cache(
+            slice(rank * FSDP_ROWS, (rank + 1) * FSDP_ROWS), sharded=True
+        ),
         "cache": _cache_cases(rank),
     }
 

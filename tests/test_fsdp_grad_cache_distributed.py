@@ -14,6 +14,7 @@ from _gloo_scale import (
     CacheTowers,
     cache_batch,
     cache_loss_fn,
+    fsdp_grad_cache,
     fsdp_train,
     scale_results,
     tiny_clip,
@@ -66,6 +67,16 @@ def test_fsdp2_frozen_teacher_and_memory_bank(results: list[dict[str, Any]]) -> 
         assert out["frozen_equal"]
         # Buffers are never sharded: every rank holds the same whole bank (last 7 rows).
         assert_close(out["bank"], rows[-7:].roll(rows.shape[0] % 7, dims=0))
+
+
+def test_grad_cache_under_fsdp2_equals_one_process(results: list[dict[str, Any]]) -> None:
+    # Each re-encoding backward reduce-scatters (averages) by itself: no step afterwards.
+    single = fsdp_grad_cache(slice(None), sharded=False)
+    for res in results:
+        grads = res["fsdp_grad_cache"]
+        assert grads.keys() == single.keys()
+        for name, expected in single.items():
+            assert_close(grads[name], expected, rtol=1e-9, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("name", list(CACHE_LOSSES))
