@@ -155,6 +155,22 @@ def fsc_clip_missing_tokens(rank: int) -> Any:
     return fsc_clip_loss(x, t, negatives, mask, 5.0, lambda_local=(0.2, 0.0)[rank])
 
 
+def bank_enqueue_width(rank: int) -> Any:
+    from vlp.heads import TeacherMemoryBank
+
+    bank = TeacherMemoryBank(8, 4, init="empty", dtype=F64)
+    bank.enqueue(_features(rank, 2, (4, 3)[rank]))
+    return len(bank)
+
+
+def bank_enqueue_uneven(rank: int) -> Any:
+    from vlp.heads import TeacherMemoryBank
+
+    bank = TeacherMemoryBank(8, 4, init="empty", dtype=F64)
+    bank.enqueue(_features(rank, (0, 3)[rank], 4))
+    return bank.negatives()
+
+
 def clip_local_only_on_one_rank(rank: int) -> Any:
     # Validation on rank 0 alone, inside the job: no collective, rank 1 never calls.
     if rank == 0:
@@ -176,6 +192,8 @@ CASES: dict[str, Callable[[int], Any]] = {
     "multiview_views": multiview_views,
     "cosmos_empty_teacher_list": cosmos_empty_teacher_list,
     "fsc_clip_missing_tokens": fsc_clip_missing_tokens,
+    "bank_enqueue_width": bank_enqueue_width,
+    "bank_enqueue_uneven": bank_enqueue_uneven,
     "clip_local_only_on_one_rank": clip_local_only_on_one_rank,
     "gather_trailing_dim": gather_trailing_dim,
     "gather_trailing_rank": gather_trailing_rank,

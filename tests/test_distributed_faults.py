@@ -122,6 +122,17 @@ def test_input_rejected_on_one_rank_raises_on_every_rank(results: list[dict[str,
     )  # fmt: skip
 
 
+def test_memory_bank_enqueue(results: list[dict[str, Any]]) -> None:
+    same_error(
+        results, "bank_enqueue_width", "TeacherMemoryBank.enqueue: input rejected on rank 1",
+        "embeddings must have shape (b, 4)",
+    )  # fmt: skip
+    from _gloo_faults import _features
+
+    for res in results:  # rank 0 enqueues nothing, rank 1 three rows: both banks hold them
+        assert torch.equal(res["bank_enqueue_uneven"]["value"], _features(1, 3, 4))
+
+
 def test_local_only_switch_inside_a_group(results: list[dict[str, Any]]) -> None:
     from _gloo_faults import _features
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp._checks import check_floating, check_shape
-from vlp.distributed import ProcessGroup, all_gather_no_grad
+from vlp.distributed import ProcessGroup, all_gather_no_grad, all_gather_sizes, is_distributed
 
 __all__ = ["TeacherMemoryBank"]
 
@@ -121,9 +121,22 @@ class TeacherMemoryBank(nn.Module):
             ValueError: if ``embeddings`` is not ``(b, D)``.
             TypeError: if it is not a floating tensor.
         """
-        check_shape("embeddings", embeddings, ("b", self.dim))
-        check_floating("embeddings", embeddings)
-        rows = all_gather_no_grad(embeddings, group) if gather else embeddings.detach()
+        if gather and is_distributed(group):
+            # A rank whose embeddings are rejected tells the others in the size exchange,
+            # so that every rank raises instead of waiting in the gather.
+            caller = "TeacherMemoryBank.enqueue"
+            try:
+                check_shape("embeddings", embeddings, ("b", self.dim))
+                check_floating("embeddings", embeddings)
+            except (TypeError, ValueError) as err:
+                all_gather_sizes(embeddings, group, failure=err, caller=caller)
+                raise
+            sizes = all_gather_sizes(embeddings, group, caller=caller)
+            rows = all_gather_no_grad(embeddings, group, sizes=sizes)
+        else:
+            check_shape("embeddings", embeddings, ("b", self.dim))
+            check_floating("embeddings", embeddings)
+            rows = embeddings.detach()
         n = rows.shape[0]
         if n == 0:
             return
