@@ -105,13 +105,21 @@ def presets(name: str) -> list[dict[str, Any]]:
             for direction in ("fwd", "fwd+bwd")
             for impl in impls
         ]  # fmt: skip
+    if name == "gpu-check":  # COSMOS pooler shapes (issue 13), sized for gpu_check.sh
+        impls = ("vlp-triton", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn")
+        return [
+            {"b": 512, "h": 8, "q": q, "s": 196, "d": 64, "dtype": "bfloat16", "device": "cuda",
+             "direction": "fwd+bwd", "impl": impl}
+            for q in (4, 16)
+            for impl in impls
+        ]  # fmt: skip
     raise ValueError(name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case")
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--preset", default="cpu", choices=["cpu", "cuda", "gpu-check"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.case:

@@ -152,13 +152,21 @@ def presets(name: str) -> list[dict[str, Any]]:
                               ("scores", ("vlp-torch", "vlp-triton")))
             for impl in impls
         ]  # fmt: skip
+    if name == "gpu-check":  # issue 13's bandwidth target, sized for gpu_check.sh
+        return [
+            {**base, "b": 256, "dtype": dtype, "device": "cuda", "op": "scores", "impl": impl}
+            for dtype in ("float32", "bfloat16")
+            for impl in ("vlp-torch", "vlp-triton")
+        ]  # fmt: skip
     raise ValueError(name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case")
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "cpu-small", "cuda"])
+    parser.add_argument(
+        "--preset", default="cpu", choices=["cpu", "cpu-small", "cuda", "gpu-check"]
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.case:

@@ -126,13 +126,22 @@ def presets(name: str) -> list[dict[str, Any]]:
                              "device": "cuda", "direction": "fwd+bwd", "chunk": 4096, "reps": 10}
                         )  # fmt: skip
         return cases
+    if name == "gpu-check":  # issue 13's targets, sized for benchmarks/gpu_check.sh
+        return [
+            {"op": op, "impl": impl, "n": 65536, "d": 768, "dtype": "bfloat16", "device": "cuda",
+             "direction": "fwd+bwd", "chunk": 4096, "reps": 5}
+            for op, impls in (("clip", ("vlp-triton", "open_clip")), ("siglip", ("vlp-triton",)))
+            for impl in impls
+        ]  # fmt: skip
     raise ValueError(f"unknown preset {name!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case", help="run one case given as JSON and print its row")
-    parser.add_argument("--preset", default="cpu-small", choices=["cpu", "cpu-small", "cuda"])
+    parser.add_argument(
+        "--preset", default="cpu-small", choices=["cpu", "cpu-small", "cuda", "gpu-check"]
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.case:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests._device import DEVICE
 from vlp.kernels.cluster_scores import cluster_scores, cluster_scores_reference
 from vlp.masking import ClusterMasking, sample_anchors
 from vlp.testing import assert_close, triton_runnable
@@ -31,8 +32,10 @@ def _grid(h: int, w: int, patch) -> int:
 
 
 def _check(images: torch.Tensor, anchors: torch.Tensor, patch, atol: float = 1e-5) -> None:
-    out = cluster_scores(images, anchors, patch, backend="triton")
-    ref = cluster_scores_reference(images.to(torch.float64), anchors, patch)
+    """The kernel on the test device (same strides) vs the float64 CPU reference."""
+    on_device = images.to(DEVICE) if DEVICE.type != "cpu" else images
+    out = cluster_scores(on_device, anchors.to(DEVICE), patch, backend="triton").cpu()
+    ref = cluster_scores_reference(images.cpu().to(torch.float64), anchors.cpu(), patch)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert torch.equal(torch.isinf(out), torch.isinf(ref))
     finite = torch.isfinite(ref)
@@ -68,11 +71,11 @@ def test_flat_patches_and_flat_anchors() -> None:
     images[0, :, 8:16, 16:24] = -2.0  # patch 8 flat
     images[1] = 1.5  # every patch of image 1 flat
     anchors = torch.tensor([[0, 8, 3], [0, 5, 23]])
-    out = cluster_scores(images, anchors, 8, backend="triton")
+    out = cluster_scores(images.to(DEVICE), anchors.to(DEVICE), 8, backend="triton").cpu()
     assert out[0, 0] == float("-inf") and out[0, 8] == float("-inf")
     assert bool((out[1] == float("-inf")).all())
     _check(images, anchors, 8)
-    only_flat = cluster_scores(images, anchors[:, :2], 8, backend="triton")
+    only_flat = cluster_scores(images.to(DEVICE), anchors[:, :2].to(DEVICE), 8, backend="triton")
     assert bool((only_flat == float("-inf")).all())
 
 
@@ -108,8 +111,39 @@ def test_anchors_score_exactly_one() -> None:
     images = _images(4, 64, 96, seed=6)
     anchors = sample_anchors(4, 96, 5, generator=torch.Generator().manual_seed(3))
     for backend in ("torch", "triton"):
-        scores = cluster_scores(images, anchors, 8, backend=backend)
-        assert bool((scores.gather(1, anchors) == 1.0).all()), backend
+        scores = cluster_scores(images.to(DEVICE), anchors.to(DEVICE), 8, backend=backend)
+        assert bool((scores.cpu().gather(1, anchors) == 1.0).all()), backend
+
+
+def test_out_of_range_anchors_are_ignored_on_the_device() -> None:
+    """On CUDA the range is not checked on the host: both paths then ignore such anchors.
+
+    Called below the public check (which raises for CPU tensors): an anchor index outside
+    ``[0, L)`` must neither be read nor form a cluster; the scores equal those of the
+    in-range anchors alone, on the kernel and on the torch path.
+    """
+    from vlp.kernels.cluster_scores import _cluster_scores_triton, _reference
+
+    images = _images(2, 32, 32, seed=8)  # L = 16
+    anchors = torch.tensor([[3, 16, 7, -1], [1000, 2, 2**40, 5]])
+    inside = torch.tensor([[3, 7], [2, 5]])
+    want = _reference(images.double(), inside, (8, 8), 1e-6)
+    got_torch = _reference(images.double(), anchors, (8, 8), 1e-6)
+    assert_close(got_torch, want, rtol=0, atol=1e-12)
+    got = _cluster_scores_triton(images.to(DEVICE), anchors.to(DEVICE), (8, 8), (4, 4), 1e-6)
+    assert_close(got.cpu(), want.float(), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"anchors must lie in \[0, 16\)"):
+        cluster_scores(images, anchors, 8)
+
+
+def test_vectorised_lanes_cover_odd_patch_widths() -> None:
+    """Rows of PW pixels walk next_pow2(PW) lanes; the masked lanes add nothing."""
+    for patch in ((3, 5), (7, 7), (2, 9)):
+        images = _images(2, 21, 45, seed=9)[..., : 21 // patch[0] * patch[0], :]
+        images = images[..., : images.shape[-1] // patch[1] * patch[1]]
+        num = _grid(images.shape[2], images.shape[3], patch)
+        anchors = sample_anchors(2, num, 3, generator=torch.Generator().manual_seed(4))
+        _check(images, anchors, patch)
 
 
 def test_gpu_tiles_fit_in_shared_memory() -> None:
@@ -147,13 +181,13 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from vlp.kernels import _cluster_scores_triton as kern
 from vlp.kernels.cluster_scores import _launch_config
-cfg = _launch_config(14 * 14, 576, 18, interpreter=False)
+cfg = _launch_config(14 * 16, 576, 18, interpreter=False)
 ints = ("s_b", "s_c", "s_h", "s_w", "s_ab", "s_ob", "C", "L", "GW", "PH", "PW", "K")
 signature = {"img_ptr": "*fp32", "anc_ptr": "*i64", "out_ptr": "*fp32",
              **dict.fromkeys(ints, "i32"), "num": "fp32", "eps_norm": "fp32",
-             **dict.fromkeys(("BL", "QC", "KP"), "constexpr")}
+             **dict.fromkeys(("BL", "QC", "KP", "PWP"), "constexpr")}
 source = ASTSource(fn=kern.cluster_scores_fwd, signature=signature,
-                   constexprs={"BL": cfg.block, "QC": cfg.chunk, "KP": cfg.kp})
+                   constexprs={"BL": cfg.block, "QC": cfg.chunk, "KP": cfg.kp, "PWP": 16})
 options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 print(triton.compile(source, target=GPUTarget("cuda", 80, 32), options=options).metadata.shared)
 """

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp.kernels.contrastive import tiled_logsumexp, tiled_sigmoid_loss
-from vlp.testing import assert_close, triton_runnable
+from vlp.testing import assert_close, assert_kernel_close, triton_runnable
 
 needs_triton = pytest.mark.skipif(not triton_runnable(), reason="triton cannot run here")
 
@@ -21,13 +21,19 @@ def dense_sigmoid(a, b, scale, bias, rid, cid, w):
     return -w * F.logsigmoid(z * s).sum()
 
 
-def make(n, m, d, dtype, seed=0):
+def make(n, m, d, dtype, seed=0, device="cpu"):
+    """Inputs drawn on the CPU (same numbers in both test modes), then moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
-    a = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
-    b = torch.randn(m, d, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
-    scale = torch.tensor(2.5, dtype=dtype, requires_grad=True)
-    bias = torch.tensor(-0.7, dtype=dtype, requires_grad=True)
-    return a, b, scale, bias
+    a = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(m, d, generator=g, dtype=torch.float64).to(dtype)
+    scale = torch.tensor(2.5, dtype=dtype)
+    bias = torch.tensor(-0.7, dtype=dtype)
+    return tuple(t.to(device).requires_grad_() for t in (a, b, scale, bias))
+
+
+def f64(*tensors):
+    """float64 CPU copies of the (rounded) kernel inputs, for the reference."""
+    return [t.detach().cpu().double().requires_grad_() for t in tensors]
 
 
 def grads(out, inputs):
@@ -101,41 +107,97 @@ def test_bad_input():
 
 @needs_triton
 @pytest.mark.parametrize("shape", [(5, 7, 3), (37, 29, 19), (70, 66, 40)])
-def test_lse_triton_matches_torch_fp32(shape):
-    a, b, s, bias = make(*shape, torch.float32, seed=1)
+def test_lse_triton_matches_torch_fp32(shape, device):
+    a, b, s, bias = make(*shape, torch.float32, seed=1, device=device)
     kw = {"row_weight": 0.3, "col_weight": 0.7}
-    ref = tiled_logsumexp(a, b, s, bias, backend="torch", **kw)
+    ref_in = f64(a, b, s, bias)
+    ref = tiled_logsumexp(*ref_in, backend="torch", **kw)
     out = tiled_logsumexp(a, b, s, bias, backend="triton", **kw)
-    assert_close(out, ref, rtol=1e-5)
-    for g, gr in zip(grads(out, [a, b, s, bias]), grads(ref, [a, b, s, bias])):
-        assert_close(g, gr, rtol=1e-4, atol=1e-5)
+    assert_kernel_close(out, ref, torch.float32, scale=10)
+    for g, gr in zip(grads(out, [a, b, s, bias]), grads(ref, ref_in)):
+        assert_kernel_close(g, gr, torch.float32, scale=10)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_lse_triton_low_precision_vs_fp32_reference(dtype):
-    a, b, s, bias = make(20, 24, 16, dtype, seed=2)
-    ref_in = [t.detach().double().requires_grad_() for t in (a, b, s, bias)]
+def test_lse_triton_low_precision_vs_fp32_reference(dtype, device):
+    a, b, s, bias = make(20, 24, 16, dtype, seed=2, device=device)
+    ref_in = f64(a, b, s, bias)
     ref = tiled_logsumexp(*ref_in, row_weight=0.5, col_weight=0.5)
     out = tiled_logsumexp(a, b, s, bias, row_weight=0.5, col_weight=0.5, backend="triton")
     assert out.dtype == torch.float32
-    assert_close(out, ref, dtype=dtype)
+    assert_kernel_close(out, ref, dtype, scale=10)
     for g, gr in zip(grads(out, [a, b]), grads(ref, ref_in[:2])):
-        assert_close(g, gr.to(dtype), dtype=dtype, atol=2e-2)
+        assert g.dtype == dtype
+        assert_kernel_close(g, gr, dtype)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_sigmoid_triton_matches_reference(dtype):
-    a, b, s, bias = make(23, 19, 20, dtype, seed=3)
+def test_sigmoid_triton_matches_reference(dtype, device):
+    a, b, s, bias = make(23, 19, 20, dtype, seed=3, device=device)
     rid = torch.randint(0, 5, (23,), generator=torch.Generator().manual_seed(0))
     cid = torch.randint(0, 5, (19,), generator=torch.Generator().manual_seed(1))
-    ref_in = [t.detach().double().requires_grad_() for t in (a, b, s, bias)]
+    ref_in = f64(a, b, s, bias)
     ref = tiled_sigmoid_loss(*ref_in, row_ids=rid, col_ids=cid)
-    out = tiled_sigmoid_loss(a, b, s, bias, row_ids=rid, col_ids=cid, backend="triton")
-    assert_close(out, ref, dtype=dtype, rtol=1e-5 if dtype == torch.float32 else None)
+    out = tiled_sigmoid_loss(
+        a, b, s, bias, row_ids=rid.to(device), col_ids=cid.to(device), backend="triton"
+    )
+    assert_kernel_close(out, ref, dtype, scale=10)
     for g, gr in zip(grads(out, [a, b, s, bias]), grads(ref, ref_in)):
-        assert_close(g, gr.to(g.dtype), dtype=dtype, atol=1e-4 if dtype == torch.float32 else 2e-2)
+        assert_kernel_close(g, gr, dtype, scale=10)
+
+
+@needs_triton
+@pytest.mark.parametrize("precision", ["highest", "high", "medium"])
+def test_fp32_follows_float32_matmul_precision(precision, device):
+    """fp32 inputs take the dot mode of ``torch.get_float32_matmul_precision()``.
+
+    Under "medium" the kernel multiplies bf16-rounded operands (round to nearest even,
+    also under the interpreter), so its log-sum-exps equal the float64 reference on
+    bf16-rounded inputs far more closely than the reference on the fp32 inputs.
+    """
+    a, b, s, bias = make(32, 48, 64, torch.float32, seed=4)
+    # unit rows, as CLIP features (logits of order one: bf16 rounding moves them ~1e-2)
+    a, b = (F.normalize(t.detach(), dim=1).to(device).requires_grad_() for t in (a, b))
+    s, bias = (t.detach().to(device).requires_grad_() for t in (s, bias))
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        out = tiled_logsumexp(a, b, s, bias, row_weight=0.5, col_weight=0.5, backend="triton")
+        ga, gb = grads(out, [a, b])
+        exact = tiled_logsumexp(*f64(a, b, s, bias), row_weight=0.5, col_weight=0.5)
+        assert_kernel_close(out, exact, torch.float32, scale=10)
+        rounded_in = [t.detach().cpu().bfloat16().double() for t in (a, b)] + f64(s, bias)
+        rounded = tiled_logsumexp(*rounded_in, row_weight=0.5, col_weight=0.5)
+        err_exact, err_rounded = (float((out.detach().cpu() - r).abs()) for r in (exact, rounded))
+        if precision == "medium":
+            assert err_rounded < 1e-5 < 1e-4 < err_exact
+        elif precision == "highest":
+            assert err_exact < 1e-5 < 1e-4 < err_rounded
+        a64, b64, s64, bias64 = f64(a, b, s, bias)
+        want = grads(tiled_logsumexp(a64, b64, s64, bias64, row_weight=0.5, col_weight=0.5),
+                     [a64, b64])  # fmt: skip
+        for g, w in zip((ga, gb), want):
+            assert_kernel_close(g, w, torch.float32)
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+@needs_triton
+def test_round_bf16_matches_torch_round_to_nearest_even(device):
+    from tests._round_probe import round_kernel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, generator=g) * torch.logspace(-20, 20, 1000)
+    # exact ties (the 16 dropped bits are 0x8000) round to even; -0, inf, the largest floats
+    ties = (torch.arange(-50, 50, dtype=torch.int32) * 65536 + 0x3F808000).view(torch.float32)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 3.3e38, -3.39e38])
+    x = torch.cat([x, ties, special]).to(device)
+    y = torch.empty_like(x)
+    round_kernel[(1,)](x, y, x.numel(), BLOCK=2048)
+    want = x.bfloat16().float()
+    assert torch.equal(y.view(torch.int32), want.view(torch.int32))
 
 
 def test_triton_rejects_float64_explicitly():

@@ -16,7 +16,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["TOLERANCES", "assert_close", "mismatch_report", "run_distributed", "triton_runnable"]
+__all__ = [
+    "KERNEL_TOLERANCES",
+    "TOLERANCES",
+    "assert_close",
+    "assert_kernel_close",
+    "kernel_tolerance",
+    "mismatch_report",
+    "run_distributed",
+    "triton_runnable",
+]
 
 #: (rtol, atol) per dtype. float64 is used for reference parity (the 1e-6 target has
 #: margin), float32 for kernels vs references, half types for low-precision kernels
@@ -26,6 +35,23 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float32: (1e-5, 1e-6),
     torch.float16: (2e-3, 1e-3),
     torch.bfloat16: (1.6e-2, 1e-2),
+}
+
+
+#: (rtol, atol) of a fused kernel's output or gradient against a float64 reference computed
+#: from the same (already rounded) inputs, per input dtype and precision policy (the keys of
+#: :func:`vlp.kernels._precision.policy_name`; see docs/kernels.md). ``atol`` applies to
+#: values of order one: scale it for sums over many terms. fp32 follows
+#: ``torch.get_float32_matmul_precision()``: exact fp32 products, TF32 (10-bit mantissa,
+#: relative rounding 2^-11 per operand) or bf16 operands (8-bit mantissa, 2^-8); fp16/bf16
+#: inputs also round the intermediates of the second product (probabilities, logit
+#: gradients) and the output to the input dtype.
+KERNEL_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float32-highest": (1e-5, 1e-5),
+    "float32-high": (2e-3, 2e-3),
+    "float32-medium": (1.6e-2, 1.6e-2),
+    "float16": (5e-3, 5e-3),
+    "bfloat16": (3e-2, 3e-2),
 }
 
 
@@ -174,3 +200,41 @@ def triton_runnable() -> bool:
     from vlp.kernels import interpreter_active, triton_available
 
     return triton_available() and (interpreter_active() or torch.cuda.is_available())
+
+
+def kernel_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """``(rtol, atol)`` of :data:`KERNEL_TOLERANCES` for inputs of ``dtype``.
+
+    fp32 takes the row of the current ``torch.get_float32_matmul_precision()``; float64
+    gets the float64 reference tolerance.
+    """
+    if dtype == torch.float64:
+        return TOLERANCES[torch.float64]
+    from vlp.kernels._precision import policy_name
+
+    return KERNEL_TOLERANCES[policy_name(dtype)]
+
+
+def assert_kernel_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype,
+    *,
+    scale: float = 1.0,
+    msg: str = "",
+) -> None:
+    """Assert a kernel result against a float64 reference with the kernel tolerance table.
+
+    Args:
+        actual: the kernel's output or gradient (any device).
+        expected: the reference (compared in float64 on the CPU).
+        dtype: the kernel's input dtype; with the current fp32 matmul precision it picks
+            the row of :data:`KERNEL_TOLERANCES`.
+        scale: multiplies ``atol`` (for values of magnitude ``scale``).
+        msg: prefix for the failure message.
+    """
+    rtol, atol = kernel_tolerance(dtype)
+    report = mismatch_report(actual, expected, rtol, atol * scale)
+    if report is not None:
+        policy = f"{dtype}, fp32 precision {torch.get_float32_matmul_precision()!r}"
+        raise AssertionError(f"{msg + ': ' if msg else ''}[{policy}] {report}")

@@ -17,7 +17,7 @@ import torch
 from vlp._checks import check_bool_mask, check_floating, check_same_device, check_shape
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
-from vlp.kernels._precision import device_guard, kernel_flags
+from vlp.kernels._precision import device_guard, dot_mode, kernel_flags
 
 __all__ = ["attention", "attention_reference"]
 
@@ -104,9 +104,12 @@ class AttentionConfig(NamedTuple):
 
 
 # (BQ, BS) candidates, largest first, per operand width; the first that fits is taken.
-_CANDIDATES: dict[int, tuple[tuple[int, int], ...]] = {
+_CANDIDATES: dict[int | str, tuple[tuple[int, int], ...]] = {
     2: ((64, 64), (32, 64), (32, 32), (16, 32), (16, 16)),
     4: ((32, 64), (32, 32), (16, 32), (16, 16)),
+    # exact fp32 products run on FMA units with every operand in registers: small tiles
+    # (the compile report found kilobytes of spills per thread with 32 x 64 tiles on sm_80)
+    "ieee": ((16, 32), (16, 16)),
 }
 _NUM_STAGES = 2
 # Triton's own scratch (layout conversions, reductions) on top of the operand tiles.
@@ -133,8 +136,9 @@ def attention_config(
     width = 4 if dtype == torch.float32 else 2
     bd = max(16, next_pow2(d))
     qcap, scap = max(16, next_pow2(qlen)), max(16, next_pow2(slen))
-    choice = _CANDIDATES[width][-1]
-    for bq, bs in _CANDIDATES[width]:
+    candidates = _CANDIDATES["ieee" if dot_mode(dtype) == "ieee" else width]
+    choice = candidates[-1]
+    for bq, bs in candidates:
         bq, bs = min(bq, qcap), min(bs, scap)
         need = _shared_estimate(kernel, bq, bs, bd, width, _NUM_STAGES) * _SHARED_MARGIN
         if need <= limit:
@@ -142,7 +146,7 @@ def attention_config(
             break
     bq, bs = min(choice[0], qcap), min(choice[1], scap)
     block = bs if kernel == "attn_bwd_dkv" else bq
-    warps = 8 if block * bd >= 64 * 128 else 4
+    warps = 8 if block * bd >= 64 * 128 and dot_mode(dtype) != "ieee" else 4
     return AttentionConfig(bq, bs, bd, warps, _NUM_STAGES)
 
 

@@ -25,6 +25,7 @@ from vlp._checks import check_positive, check_same_device, check_shape, check_te
 from vlp._patches import centred_patches, check_images, grid_size, pair
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
+from vlp.kernels._precision import device_guard
 
 __all__ = ["cluster_scores", "cluster_scores_reference"]
 
@@ -85,10 +86,14 @@ def _reference(
 ) -> torch.Tensor:
     x, norm, valid = centred_patches(images, patch, eps)  # (B, L, P), (B, L), (B, L)
     safe = torch.where(valid, norm, torch.ones_like(norm))
+    # Out-of-range anchors (possible on CUDA, where the range is not checked on the host)
+    # are ignored, as in the kernel: clamped for the gathers, then masked out.
+    in_range = (anchors >= 0) & (anchors < x.shape[1])
+    anchors = anchors.clamp(0, x.shape[1] - 1)
     index = anchors.unsqueeze(-1).expand(-1, -1, x.shape[-1])
     rows = x.gather(1, index) / safe.gather(1, anchors).unsqueeze(-1)  # (B, K, P) unit anchors
     sim = torch.bmm(rows, x.transpose(1, 2)) / safe.unsqueeze(1)  # (B, K, L), never L x L
-    ok = valid.gather(1, anchors).unsqueeze(-1) & valid.unsqueeze(1)
+    ok = (valid.gather(1, anchors) & in_range).unsqueeze(-1) & valid.unsqueeze(1)
     # Rounding puts a self-correlation a hair off 1: clamp, so tau >= 1 masks nothing, and
     # set it to exactly 1, so every anchor is masked for every tau < 1.
     sim = sim.clamp(-1.0, 1.0).scatter(2, anchors.unsqueeze(-1), 1.0)
@@ -102,6 +107,7 @@ def _reference(
 _SHARED_BUDGET = 64 * 1024
 _TILE_BUDGET = 48 * 1024
 _NUM_STAGES = 2
+_GPU_CHUNK = 32
 
 
 class _LaunchConfig(NamedTuple):
@@ -119,11 +125,15 @@ def _launch_config(
     # The interpreter's cost is per program and per loop step: fewer, larger blocks.
     block = min(64 if interpreter else 32, max(16, next_pow2(num_patches)))
     kp = max(16, next_pow2(num_anchors))
-    chunk = min(256, max(16, next_pow2(patch_values)))
+    # On a GPU, 32 values per step: every loaded value carries a 64-bit address, and the
+    # offline compile report (benchmarks/compile_report.py) found spills with larger
+    # chunks (ViT-B/16 at 128 values: 224 bytes on sm_90 in bf16).
+    chunk = min(256 if interpreter else _GPU_CHUNK, max(16, next_pow2(patch_values)))
     if not interpreter:
         while chunk > 16 and _NUM_STAGES * (block + kp) * chunk * 4 > _TILE_BUDGET:
             chunk //= 2
-    return _LaunchConfig(block, chunk, kp, 8 if chunk * block >= 8192 else 4, _NUM_STAGES)
+    warps = 4
+    return _LaunchConfig(block, chunk, kp, warps, _NUM_STAGES)
 
 
 def _cluster_scores_triton(
@@ -142,15 +152,17 @@ def _cluster_scores_triton(
     k = anchors.shape[1]
     anchors = anchors.contiguous()
     out = torch.empty((b, num_patches), dtype=torch.float32, device=images.device)
-    cfg = _launch_config(ph * pw, num_patches, k, interpreter=interpreter_active())
+    pwp = next_pow2(pw)  # row lanes: contiguous runs the loads can vectorise
+    cfg = _launch_config(ph * pwp, num_patches, k, interpreter=interpreter_active())
     launch = (b, -(-num_patches // cfg.block))
-    kern.cluster_scores_fwd[launch](
-        images, anchors, out,
-        *images.stride(), anchors.stride(0), out.stride(0),
-        c, num_patches, grid[1], ph, pw, k, float(c * ph * pw), eps * math.sqrt(c * ph * pw),
-        BL=cfg.block, QC=cfg.chunk, KP=cfg.kp, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )  # fmt: skip
+    with device_guard(images):
+        kern.cluster_scores_fwd[launch](
+            images, anchors, out,
+            *images.stride(), anchors.stride(0), out.stride(0),
+            c, num_patches, grid[1], ph, pw, k, float(c * ph * pw), eps * math.sqrt(c * ph * pw),
+            BL=cfg.block, QC=cfg.chunk, KP=cfg.kp, PWP=pwp, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )  # fmt: skip
     return out
 
 
@@ -177,6 +189,8 @@ def cluster_scores(
         images: ``(B, C, H, W)`` floating images (fp16/bf16/fp32/fp64, any strides),
             ``H``/``W`` multiples of the patch.
         anchors: ``(B, K)`` int64 anchor patch indices in ``[0, L)``, on the images' device.
+            Out-of-range values raise ``ValueError`` for CPU tensors; on CUDA (checked on the
+            device, no host sync) such an anchor is ignored: it forms no cluster.
         patch_size: ``p`` or ``(ph, pw)``.
         eps: patches whose pixel standard deviation is ``<= eps`` are flat: their score
             is ``-inf`` and, as anchors, they form no cluster.

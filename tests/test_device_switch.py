@@ -1,0 +1,102 @@
+"""The GPU test mode switch (``VLP_TEST_DEVICE=cuda``) and the modules that ignore it.
+
+A test module honours the switch when it builds its tensors on ``tests._device.DEVICE``
+(it imports ``tests._device``) or takes the ``device`` fixture. ``NOT_YET`` lists the
+modules that still build CPU tensors only: a module that starts to honour the switch must
+leave the list, and a new module must honour it or join the list, so the list stays
+exactly the set of modules that ``benchmarks/gpu_check.sh`` cannot run on a GPU.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests._device import DEVICE, TEST_DEVICE
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+#: Test modules that ignore VLP_TEST_DEVICE (CPU tensors only), by file stem.
+NOT_YET = {
+    "test_adapters_masked", "test_adapters_open_clip", "test_adapters_pos_embed",
+    "test_adapters_real_configs", "test_adapters_timm", "test_augment", "test_clip_loss",
+    "test_clip_loss_tiled", "test_cluster_embed", "test_compile_report", "test_cosmos_loss",
+    "test_cross_attention",
+    "test_data_shapes", "test_deprecated_paths", "test_distributed", "test_docs", "test_ema",
+    "test_eval", "test_example_distill_unimodal", "test_example_finetune_fsc_clip",
+    "test_example_pretrain_cluster_masking", "test_example_pretrain_cosmos",
+    "test_example_train_clip", "test_fsc_clip_losses", "test_fsdp_grad_cache_distributed",
+    "test_grad_cache", "test_kernels_dispatch", "test_lora", "test_masking",
+    "test_masking_adapters", "test_masking_draw", "test_mixed_precision", "test_negatives",
+    "test_reliability_inputs", "test_reliability_masking", "test_resume", "test_segmentation",
+    "test_siglip_loss", "test_ssmke_distillation", "test_ssmke_model", "test_testing",
+}  # fmt: skip
+
+
+def honours_switch(path: Path) -> bool:
+    """Whether a test module imports ``tests._device`` or takes the ``device`` fixture."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "tests._device":
+            return True
+        if isinstance(node, ast.Import) and any(a.name == "tests._device" for a in node.names):
+            return True
+        is_test = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            node.name.startswith("test")
+        )
+        if is_test and any(a.arg == "device" for a in node.args.args):
+            return True
+    return False
+
+
+def test_not_yet_lists_exactly_the_modules_that_ignore_the_switch() -> None:
+    modules = {p.stem: p for p in TESTS.glob("test_*.py")}
+    stale = sorted(NOT_YET - modules.keys())
+    assert not stale, f"NOT_YET names modules that do not exist: {stale}"
+    ignoring = {name for name, path in modules.items() if not honours_switch(path)}
+    converted = sorted(NOT_YET - ignoring)
+    assert not converted, (
+        f"these modules honour VLP_TEST_DEVICE now; drop them from NOT_YET: {converted}"
+    )
+    new = sorted(ignoring - NOT_YET)
+    assert not new, (
+        f"these test modules ignore VLP_TEST_DEVICE: build tensors on tests._device.DEVICE "
+        f"(or take the device fixture), or add them to NOT_YET in {Path(__file__).name}: {new}"
+    )
+    # The kernel tests are the ones gpu_check.sh runs on CUDA.
+    kernels = {n for n in modules if n.startswith("test_kernels_")} - {"test_kernels_dispatch"}
+    assert kernels and not kernels & NOT_YET
+
+
+def test_default_device_is_the_cpu_with_the_interpreter(device) -> None:
+    if "VLP_TEST_DEVICE" in os.environ or "VLP_TEST_COMPILED" in os.environ:
+        return  # an explicit choice; the subprocess test below covers the default
+    assert TEST_DEVICE == "cpu" and device == DEVICE == __import__("torch").device("cpu")
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pytest(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLP_TEST", "TRITON_"))}
+    env.update(env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_cuda_switch_without_a_gpu_is_a_clear_error_not_a_silent_cpu_run() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return  # the GPU run itself (gpu_check.sh) exercises the switch there
+    out = _pytest({"VLP_TEST_DEVICE": "cuda"}, "tests/test_kernels_work.py")
+    assert out.returncode != 0
+    assert "VLP_TEST_DEVICE=cuda was set but torch sees no CUDA device" in out.stdout + out.stderr
+    bad = _pytest({"VLP_TEST_DEVICE": "tpu"}, "tests/test_kernels_work.py")
+    assert bad.returncode != 0
+    assert "VLP_TEST_DEVICE must be 'cpu' or 'cuda', got 'tpu'" in bad.stdout + bad.stderr
