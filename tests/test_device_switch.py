@@ -97,6 +97,10 @@ def test_cuda_switch_without_a_gpu_is_a_clear_error_not_a_silent_cpu_run() -> No
     out = _pytest({"VLP_TEST_DEVICE": "cuda"}, "tests/test_kernels_work.py")
     assert out.returncode != 0
     assert "VLP_TEST_DEVICE=cuda was set but torch sees no CUDA device" in out.stdout + out.stderr
-    bad = _pytest({"VLP_TEST_DEVICE": "tpu"}, "tests/test_kernels_work.py")
+    env = {**os.environ, "VLP_TEST_DEVICE": "tpu", "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run(
+        [sys.executable, "-c", "import tests._device"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
     assert bad.returncode != 0
     assert "VLP_TEST_DEVICE must be 'cpu' or 'cuda', got 'tpu'" in bad.stdout + bad.stderr
