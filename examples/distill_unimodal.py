@@ -32,27 +32,27 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
-import math
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import TextTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
-import common
+from torch.utils.data import DataLoader
 
 from vlp.data.shapes import COLOURS, SHAPES, ShapesDataset, collate_shapes
+from vlp.eval import evaluate_shapes, metrics_table
 from vlp.heads import FrozenTeacher
 from vlp.losses import LogitScale, TeacherMemoryBank, clip_loss, ssmke_loss
 from vlp.models import SSMKE, build_ssmke
+from vlp.optim import param_groups, warmup_cosine_scheduler
 
 WIDTH, DEPTH, HEADS = 64, 4, 2
 PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
@@ -86,27 +86,33 @@ def text_encoder() -> TextTransformer:
     )  # fmt: skip
 
 
-def lr_lambda(steps: int, warmup: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to zero."""
+def train_batches(batch_size: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Endless batches of generated training samples."""
+    dataset = ShapesDataset(1_000_000, split="train", seed=seed)
+    for epoch in itertools.count():  # a fresh permutation per epoch of a million samples
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
+        yield from DataLoader(
+            dataset, batch_size=batch_size, sampler=order.tolist(), collate_fn=collate_shapes,
+            drop_last=True,
+        )  # fmt: skip
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-    return factor
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images to [0, 1], then mean 0.38 and std 0.2 (the grey background's scale)."""
+    return (images.to(device).float().div_(255) - 0.38) / 0.2
 
 
 def adamw(
-    params: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float
-) -> torch.optim.AdamW:
-    """AdamW without decay on 1-D parameters and embeddings (as S-SMKE)."""
-    decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr, betas=(0.9, 0.98), eps=1e-6,
-    )  # fmt: skip
+    modules: Sequence[nn.Module], lr: float, weight_decay: float, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW without decay on 1-D parameters and embeddings (as S-SMKE); 10% linear warm-up,
+    then cosine decay to zero."""
+    groups = param_groups(*modules, weight_decay=weight_decay, no_decay_names=("embedding",))
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    scheduler = warmup_cosine_scheduler(
+        optimizer, warmup_steps=max(1, steps // 10), total_steps=steps
+    )
+    return optimizer, scheduler
 
 
 def train_unimodal(
@@ -119,10 +125,8 @@ def train_unimodal(
     seed: int,
 ) -> list[float]:
     """Multi-label BCE on the scene labels; returns the loss per step."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = adamw(params, lr, 0.05)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(steps, max(1, steps // 10)))
-    batches = common.train_batches(None, batch_size=batch_size, seed=seed)
+    optimizer, scheduler = adamw([model], lr, 0.05, steps)
+    batches = train_batches(batch_size, seed)
     model.train()
     losses = []
     for _ in range(steps):
@@ -178,7 +182,7 @@ def pretrain_encoders(
     vit, text = image_encoder().to(device), text_encoder().to(device)
 
     def vit_logits(batch: dict[str, Any]) -> torch.Tensor:
-        out: torch.Tensor = vit(common.to_model_input(batch["image"], device))
+        out: torch.Tensor = vit(to_model_input(batch["image"], device))
         return out
 
     def text_logits(batch: dict[str, Any]) -> torch.Tensor:
@@ -241,18 +245,13 @@ def train_student(
             args.bank_size, WIDTH, init=args.bank_init,
             generator=torch.Generator().manual_seed(args.seed), device=device,
         )  # fmt: skip
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params += [(f"scale.{n}", p) for n, p in scales.named_parameters()]
-    optimizer = adamw(params, args.lr, args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(args.steps, max(1, args.steps // 10))
-    )
-    batches = common.train_batches(None, batch_size=args.batch_size, seed=args.seed)
+    optimizer, scheduler = adamw([model, scales], args.lr, args.weight_decay, args.steps)
+    batches = train_batches(args.batch_size, args.seed)
     history: dict[str, list[float]] = {"loss": [], "kd": [], "itc": []}
     model.train()
     for _ in range(args.steps):
         batch = next(batches)
-        images = common.to_model_input(batch["image"], device)
+        images = to_model_input(batch["image"], device)
         ids = tokenize(batch["caption"]).to(device)
         image_out, text_out = model.encode_image(images), model.encode_text(ids)
         targets = None if teacher is None else teacher(images)
@@ -313,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    tokenize = common.tokenizer(32)
+    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=32)
 
     vit, text, pretraining = pretrain_encoders(args, tokenize, device)
     print(
@@ -332,16 +331,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         teacher = make_teacher(vit) if run == "distill" else None
         histories[run], _ = train_student(model, teacher, args, tokenize, device)
         seconds[run] = time.perf_counter() - start
-        metrics[run] = common.evaluate(
-            Embedder(model), tokenize, device=device, num_test=args.eval_size,
-            num_compositional=args.eval_size,
+        metrics[run] = evaluate_shapes(
+            Embedder(model), tokenize, preprocess=lambda x: to_model_input(x, device),
+            device=device, num_test=args.eval_size, num_compositional=args.eval_size,
         )  # fmt: skip
         loss = histories[run]["loss"]
         print(
             f"{run}: {args.steps} steps in {seconds[run]:.0f} s; loss {loss[0]:.3f} -> "
             f"{sum(loss[-20:]) / len(loss[-20:]):.3f}"
         )
-    common.print_table(metrics)
+    print(metrics_table(metrics))
     result = {
         "metrics": metrics,
         "history": histories,

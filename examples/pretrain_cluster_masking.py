@@ -1,6 +1,6 @@
 """Cluster masking (Wei et al., CVPR 2024) vs random patch dropout (FLIP) vs no masking.
 
-The tiny open_clip CLIP of ``common.TINY_CLIP`` trains three times from the same
+The tiny open_clip CLIP of ``examples/train_clip.py`` trains three times from the same
 initialisation on the same batches, for the same number of steps:
 
 - ``none``: every patch (64 per image);
@@ -22,7 +22,7 @@ and per CPU second of the process.
     python examples/pretrain_cluster_masking.py --data shards/ --device cuda --steps 5000
 
 The masking features are computed, as in the paper, on CLIP-normalised pixels (the
-released code's inputs). The recipe's own model input (``common.to_model_input``) uses
+released code's inputs). The recipe's own model input (``to_model_input``) uses
 one mean and std for all channels, which maps the data set's grey background to flat
 patches, and flat patches never cluster (``vlp.masking.patch_features``).
 """
@@ -30,27 +30,29 @@ patches, and flat patches never cluster (``vlp.masking.patch_features``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
-import common
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from torch.utils.data import DataLoader
 
 from vlp.adapters import MaskedImageEncoder
+from vlp.augment import CLIP_MEAN, CLIP_STD
+from vlp.data import shapes_from_shards
+from vlp.data.shapes import ShapesDataset, collate_shapes
+from vlp.eval import evaluate_shapes, metrics_table
 from vlp.losses import LogitScale, clip_loss
 from vlp.masking import ClusterMasking, calibrate_threshold, cluster_mask, num_kept, patch_dropout
+from vlp.optim import param_groups, warmup_cosine_scheduler
 
 RUNS = ("none", "random", "cluster")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,9 +86,40 @@ if not runs or any(r not in RUNS for r in runs):
 if args.threads:
     torch.set_num_threads(args.threads)
 device = torch.device(args.device)
-patch = common.TINY_CLIP["vision_cfg"]["patch_size"]
-side = common.TINY_CLIP["vision_cfg"]["image_size"] // patch
-num_patches = side * side
+patch, num_patches = 8, 64  # the model's 8x8 patches of a 64x64 image
+
+
+def make_model() -> open_clip.CLIP:
+    """The baseline recipe's tiny open_clip CLIP (examples/train_clip.py), random init."""
+    return open_clip.CLIP(
+        embed_dim=64,
+        vision_cfg=CLIPVisionCfg(
+            image_size=64, patch_size=patch, width=64, layers=2, head_width=32, mlp_ratio=2.0
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
+        ),
+    )
+
+
+def train_batches(seed: int, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Endless training batches: WebDataset shards (``--data``) or generated samples."""
+    if args.data:
+        for epoch in itertools.count():
+            pipeline = shapes_from_shards(args.data, shuffle=2000, seed=seed, epoch=epoch)
+            yield from DataLoader(pipeline, batch_size=batch_size, collate_fn=collate_shapes)
+    dataset = ShapesDataset(1_000_000, split="train", seed=seed)
+    for epoch in itertools.count():  # a fresh permutation per epoch of a million samples
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
+        yield from DataLoader(
+            dataset, batch_size=batch_size, sampler=order.tolist(), collate_fn=collate_shapes,
+            drop_last=True,
+        )  # fmt: skip
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """The model's input (as the baseline recipe): [0, 1], then mean 0.38 and std 0.2."""
+    return (images.to(device).float().div_(255) - 0.38) / 0.2
 
 
 def clip_normalised(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -98,7 +131,7 @@ def clip_normalised(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 # Threshold and random-dropout budget, from a batch the training never sees.
-probe = next(common.train_batches(args.data, batch_size=256, seed=args.seed + 999))
+probe = next(train_batches(args.seed + 999, 256))
 probe_images = clip_normalised(probe["image"])
 gen = torch.Generator(device=device).manual_seed(args.seed + 1)
 if args.target_ratio is not None:
@@ -126,46 +159,32 @@ print(
 )
 
 
-def lr_factor(step: int) -> float:
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
-
-
 def train(run: str) -> dict[str, Any]:
     """Train one run from the common initialisation; return metrics and throughput."""
     torch.manual_seed(args.seed)
-    model = common.tiny_clip().to(device)
+    model = make_model().to(device)
     model.logit_scale.requires_grad_(False)
     logit_scale = LogitScale(init_scale=1 / 0.07, max_scale=100.0).to(device)
-    tokenize = common.tokenizer(model.context_length)
+    tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=model.context_length)
     encoder = MaskedImageEncoder(model).train()
-    decay, no_decay = [], [*logit_scale.parameters()]
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            wd = p.ndim >= 2 and "embedding" not in name and "positional" not in name
-            (decay if wd else no_decay).append(p)
     optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        param_groups(model, logit_scale, weight_decay=args.weight_decay),
         lr=args.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=args.warmup, total_steps=args.steps)
     g = torch.Generator(device=device).manual_seed(args.seed + 2)
     masking = ClusterMasking(
         patch, threshold=tau, min_ratio=args.min_ratio, anchor_fraction=args.anchor_fraction,
         generator=g, backend=args.backend,
     ).train()  # fmt: skip
-    batches = common.train_batches(args.data, batch_size=args.batch_size, seed=args.seed)
+    batches = train_batches(args.seed, args.batch_size)
     losses, ratios, slots = [], [], 0
     start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in tqdm(range(args.steps), desc=run, mininterval=5.0):
+    for _ in range(args.steps):
         batch = next(batches)
-        images = common.to_model_input(batch["image"], device)
+        images = to_model_input(batch["image"])
         b = images.shape[0]
         if run == "none":
             out = encoder(images)
@@ -194,9 +213,11 @@ def train(run: str) -> dict[str, Any]:
         losses.append(loss.item())
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start  # robust to other jobs on the machine
-    metrics = common.evaluate(
-        model, tokenize, device=device, num_test=args.eval_size, num_compositional=args.eval_size
-    )
+    print(f"{run}: {args.steps} steps in {seconds:.0f} s", flush=True)
+    metrics = evaluate_shapes(
+        model, tokenize, preprocess=to_model_input, device=device,
+        num_test=args.eval_size, num_compositional=args.eval_size,
+    )  # fmt: skip
     return {
         "metrics": metrics,
         "loss": losses,
@@ -213,7 +234,7 @@ def train(run: str) -> dict[str, Any]:
 
 results = {run: train(run) for run in runs}
 print()
-common.print_table({run: r["metrics"] for run, r in results.items()})
+print(metrics_table({run: r["metrics"] for run, r in results.items()}))
 print()
 # Per wall second, and per CPU second of this process (what a busy machine does not skew).
 print(

@@ -1,10 +1,11 @@
 """COSMOS recipe (Kim et al., CVPR 2025) against CLIP at the same number of steps.
 
-Trains the tiny open_clip model of ``common.tiny_clip()`` from scratch on the embedded shapes
-data twice and prints the evaluation table side by side:
+Trains the tiny open_clip model of ``examples/train_clip.py`` from scratch on the embedded
+shapes data twice and prints the evaluation table side by side:
 
-- ``clip``: the baseline recipe of ``examples/train_clip.py`` (one 64 px image and its short
-  caption per sample, ``vlp.losses.clip_loss``).
+- ``clip``: the baseline, ``examples/train_clip.py`` itself, run with this recipe's steps,
+  batch size, schedule and seed (one 64 px image and its short caption per sample,
+  ``vlp.losses.clip_loss``).
 - ``cosmos``: COSMOS pre-training. Per sample, ``vlp.augment.MultiCropTransform`` makes 2
   global 64 px crops and ``--num-local`` smaller local crops (encoded by the unmodified
   tower through ``vlp.adapters.open_clip_multi_crop_tokens``, local crops with the
@@ -29,25 +30,31 @@ false (see ``--help`` for the knobs).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import random
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 import torchvision.transforms.v2.functional as TF
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import common` from anywhere
-import common
+from torch.utils.data import DataLoader
 
 from vlp.adapters import open_clip_multi_crop_tokens, open_clip_text_tokens
 from vlp.augment import MultiCropTransform, split_sentences, text_crop
+from vlp.data.shapes import ShapesDataset, collate_shapes
+from vlp.eval import evaluate_shapes, metrics_table
 from vlp.heads import COSMOSHead, EMATeacher
-from vlp.losses import COSMOSLoss, LogitScale, clip_loss
+from vlp.losses import COSMOSLoss
+from vlp.optim import param_groups, warmup_cosine_scheduler
 
 parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,54 +87,48 @@ if not methods or set(methods) - {"clip", "cosmos"}:
     parser.error(f"--methods must list clip and/or cosmos, got {args.methods!r}")
 
 
-def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+# The shapes images have a grey background (mean about 0.38 per channel); the baseline
+# recipe normalises them with mean 0.38 and std 0.2, and so does this one.
+MEAN, STD = (0.38, 0.38, 0.38), (0.2, 0.2, 0.2)
 
 
-def make_optimizer(modules: list[nn.Module]) -> torch.optim.Optimizer:
-    """AdamW; no decay on gains, biases, embeddings and temperatures (as the baseline)."""
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                wd = p.ndim >= 2 and "embedding" not in name and "positional" not in name
-                (decay if wd else no_decay).append(p)
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to the model's input: [0, 1], then the mean and std above."""
+    return (images.to(device).float().div_(255) - MEAN[0]) / STD[0]
 
 
-def train_clip() -> tuple[nn.Module, dict[str, list[float]]]:
-    """The baseline of examples/train_clip.py."""
-    torch.manual_seed(args.seed)
-    model = common.tiny_clip().to(device)
-    model.logit_scale.requires_grad_(False)
-    logit_scale = LogitScale(init_scale=1 / 0.07, max_scale=100.0).to(device)
-    tokenize = common.tokenizer(model.context_length)
-    optimizer = make_optimizer([model, logit_scale])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    batches = common.train_batches(batch_size=args.batch_size, seed=args.seed)
-    history: dict[str, list[float]] = {"loss": []}
-    for _ in range(args.steps):
-        batch = next(batches)
-        images = common.to_model_input(batch["image"], device)
-        image_features, text_features, _ = model(images, tokenize(batch["caption"]).to(device))
-        loss = clip_loss(image_features, text_features, logit_scale())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        logit_scale.clamp_()
-        history["loss"].append(loss.item())
-    return model, history
+tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=32)  # open_clip's BPE
+
+
+def train_clip() -> tuple[dict[str, float], dict[str, list[float]], float]:
+    """The baseline: run examples/train_clip.py with this recipe's settings; read its JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "clip.json"
+        command = [sys.executable, str(Path(__file__).resolve().parent / "train_clip.py")]
+        for flag, value in (
+            ("--steps", args.steps), ("--batch-size", args.batch_size), ("--lr", args.lr),
+            ("--weight-decay", args.weight_decay), ("--warmup", args.warmup),
+            ("--seed", args.seed), ("--device", args.device), ("--eval-size", args.eval_size),
+            ("--threads", args.threads), ("--json", out),
+        ):  # fmt: skip
+            if value is not None:
+                command += [flag, str(value)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        report = json.loads(out.read_text())
+    return report["metrics"], {"loss": report["history"]["loss"]}, report["train_seconds"]
+
+
+def train_batches() -> Iterator[dict[str, Any]]:
+    """Endless batches of generated samples, 3 short captions each."""
+    dataset = ShapesDataset(1_000_000, split="train", seed=args.seed, num_captions=3)
+    for epoch in itertools.count():  # a fresh permutation per epoch of a million samples
+        order = torch.randperm(
+            len(dataset), generator=torch.Generator().manual_seed(args.seed + epoch)
+        )
+        yield from DataLoader(
+            dataset, batch_size=args.batch_size, sampler=order.tolist(),
+            collate_fn=collate_shapes, drop_last=True,
+        )  # fmt: skip
 
 
 def cosmos_views(
@@ -156,7 +157,17 @@ def cosmos_views(
 
 def train_cosmos() -> tuple[nn.Module, nn.Module, dict[str, list[float]]]:
     torch.manual_seed(args.seed)
-    model = common.tiny_clip().to(device)
+    # The baseline recipe's tiny open_clip CLIP: a ViT on 64x64 images with 8x8 patches,
+    # 2 layers, width 64; a 2-layer text transformer with a 32-token context.
+    model = open_clip.CLIP(
+        embed_dim=64,
+        vision_cfg=CLIPVisionCfg(
+            image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
+        ),
+    ).to(device)
     model.logit_scale.requires_grad_(False)  # the two temperatures live in COSMOSLoss
     embed_dim = model.text_projection.shape[1]
     head = COSMOSHead(
@@ -167,19 +178,25 @@ def train_cosmos() -> tuple[nn.Module, nn.Module, dict[str, list[float]]]:
     ).to(device)
     loss_fn = COSMOSLoss().to(device)
     teacher = EMATeacher(model, momentum=args.momentum)  # copied before any update
-    tokenize = common.tokenizer(model.context_length)
-    optimizer = make_optimizer([model, head, loss_fn])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    # AdamW without weight decay on gains, biases, embeddings and temperatures (as the
+    # baseline); linear warm-up, then cosine decay to zero.
+    optimizer = torch.optim.AdamW(
+        param_groups(model, head, loss_fn, weight_decay=args.weight_decay),
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=args.warmup, total_steps=args.steps)
     size = model.visual.image_size[0]
     transform = MultiCropTransform(
         global_size=size, local_size=args.local_size, num_local=args.num_local,
         global_scale=args.global_scale, local_scale=args.local_scale, flip_p=0.0,
         brightness=args.jitter, contrast=args.jitter, saturation=args.jitter, hue=0.0,
-        grayscale_p=0.0, blur_radius=(0.1, 1.0), mean=common.IMAGE_MEAN, std=common.IMAGE_STD,
+        grayscale_p=0.0, blur_radius=(0.1, 1.0), mean=MEAN, std=STD,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     rng = random.Random(args.seed)
-    batches = common.train_batches(batch_size=args.batch_size, seed=args.seed, num_captions=3)
+    batches = train_batches()
     history: dict[str, list[float]] = {"loss": [], "clip": [], "distillation": []}
     for step in range(args.steps):
         batch = next(batches)
@@ -221,10 +238,10 @@ def train_cosmos() -> tuple[nn.Module, nn.Module, dict[str, list[float]]]:
 
 
 def evaluate(model: nn.Module) -> dict[str, float]:
-    tokenize = common.tokenizer(32)
-    return common.evaluate(
-        model, tokenize, device=device, num_test=args.eval_size, num_compositional=args.eval_size
-    )
+    return evaluate_shapes(
+        model, tokenize, preprocess=to_model_input, device=device,
+        num_test=args.eval_size, num_compositional=args.eval_size,
+    )  # fmt: skip
 
 
 results: dict[str, dict[str, float]] = {}
@@ -232,9 +249,7 @@ report: dict[str, Any] = {"args": vars(args), "seconds": {}, "history": {}}
 for method in methods:
     start = time.perf_counter()
     if method == "clip":
-        model, history = train_clip()
-        report["seconds"]["clip"] = time.perf_counter() - start
-        results["clip"] = evaluate(model)
+        results["clip"], history, report["seconds"]["clip"] = train_clip()
     else:
         model, teacher_model, history = train_cosmos()
         report["seconds"]["cosmos"] = time.perf_counter() - start
@@ -248,7 +263,7 @@ for method in methods:
         flush=True,
     )
 
-common.print_table(results)
+print(metrics_table(results))
 if args.json:
     report["metrics"] = results
     Path(args.json).write_text(json.dumps(report, indent=1))

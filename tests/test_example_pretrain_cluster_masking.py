@@ -1,32 +1,32 @@
 from __future__ import annotations
 
-import json
-import runpy
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from _recipes import parse_tables, run_json
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "pretrain_cluster_masking.py"
+from vlp.data.shapes import ShapesDataset
 
 
-def _run_recipe(tmp_path: Path, *args: str) -> dict:
-    out = tmp_path / "result.json"
-    old = sys.argv
-    sys.argv = [RECIPE.name, "--threads", "1", "--json", str(out), *args]
-    try:
-        runpy.run_path(str(RECIPE), run_name="__main__")
-    finally:
-        sys.argv = old
-    return json.loads(out.read_text())
+def _run_recipe(tmp_path: Path, *args: str) -> dict[str, Any]:
+    result, stdout = run_json("pretrain_cluster_masking.py", *args, cwd=tmp_path)
+    result["stdout"] = stdout
+    return result
 
 
 def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
     result = _run_recipe(tmp_path, "--steps", "2", "--batch-size", "16", "--eval-size", "20")
     runs = result["runs"]
     assert list(runs) == ["none", "random", "cluster"]
+    (table,) = parse_tables(result["stdout"])
+    for name, run in runs.items():
+        assert table[name] == {k: float(f"{100 * v:.1f}") for k, v in run["metrics"].items()}
+    assert (
+        f"cluster masking: tau = 0.5000, mean mask ratio {result['cluster_ratio']:.3f}"
+        in (result["stdout"])
+    )
     for run in runs.values():
         assert len(run["loss"]) == 2
         assert all(0.0 <= v <= 1.0 for v in run["metrics"].values())
@@ -58,15 +58,15 @@ def test_recipe_calibrates_the_threshold(tmp_path: Path) -> None:
 def test_a_half_masked_batch_is_out_of_reach_on_the_shapes_data() -> None:
     """The docs' reason for a fixed tau: the grey background is one perfect cluster, so the
     mean ratio jumps from the floor to 0.75 or more, and calibrating to 0.5 returns the floor."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    import common
-
     from vlp.masking import calibrate_threshold, cluster_mask, realised_ratio
 
     mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
     std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
     for seed, jump in ((0, 0.755), (1, 0.769)):  # the recipe's calibration batch per seed
-        images = next(common.train_batches(None, batch_size=256, seed=seed + 999))["image"]
+        # The recipe's calibration batch: the first 256 of its permutation of the train split.
+        data = ShapesDataset(1_000_000, split="train", seed=seed + 999)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 999))
+        images = torch.stack([data[int(i)]["image"] for i in order[:256]])
         x = (images.float() / 255 - mean) / std
         g = torch.Generator().manual_seed(seed + 1)
         scores = cluster_mask(x, 8, 1.0, generator=g, backend="torch").scores

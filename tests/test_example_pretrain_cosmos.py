@@ -1,34 +1,24 @@
 from __future__ import annotations
 
-import json
 import math
-import runpy
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _recipes import parse_tables, run_json, run_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-from vlp.eval import SHAPES_METRICS  # noqa: E402
+from vlp.eval import SHAPES_METRICS
 
 METRICS = list(SHAPES_METRICS)
 
 
-def _run_recipe(tmp_path: Path, *args: str) -> dict:
-    out = tmp_path / "metrics.json"
-    argv = ["pretrain_cosmos.py", "--threads", "1", "--json", str(out), *args]
-    old = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(str(ROOT / "examples" / "pretrain_cosmos.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    return json.loads(out.read_text())
+def _run_recipe(tmp_path: Path, *args: str) -> dict[str, Any]:
+    result, stdout = run_json("pretrain_cosmos.py", *args, cwd=tmp_path)
+    result["stdout"] = stdout
+    return result
 
 
-def test_recipe_runs_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
     result = _run_recipe(
         tmp_path, "--steps", "2", "--batch-size", "6", "--eval-size", "20", "--num-local", "2",
         "--num-text-local", "2", "--warmup", "1",
@@ -44,14 +34,16 @@ def test_recipe_runs_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert total == pytest.approx(clip + distill, rel=1e-6)
         # Near initialisation every term is close to the chance level ln(B) = ln 6.
         assert abs(clip - math.log(6)) < 1.0 and abs(distill - math.log(6)) < 1.0
-    # The table prints the runs side by side.
-    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("metric")]
-    assert header[-1].split() == ["metric", "clip", "cosmos", "cosmos", "teacher"]
+    # The table prints the runs side by side, as the JSON holds them.
+    (table,) = parse_tables(result["stdout"])
+    assert list(table) == ["clip", "cosmos", "cosmos teacher"]
+    for name, run in metrics.items():
+        assert table[name] == {k: float(f"{100 * v:.1f}") for k, v in run.items()}
 
 
 def test_recipe_rejects_unknown_methods(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        _run_recipe(tmp_path, "--methods", "dino")
+    proc = run_recipe("pretrain_cosmos.py", "--methods", "dino", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "--methods must list clip and/or cosmos" in proc.stderr
 
 
 @pytest.mark.slow
