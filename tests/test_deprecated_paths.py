@@ -116,6 +116,7 @@ MOVED = [
     ("vlp.data.scene", "sample_scene", "vlp.data.shapes", "sample_scene", "shapes.scene."),
     ("vlp.data.captions", "short_caption", "vlp.data.shapes", "short_caption", "shapes.caption"),
     ("vlp.data.captions", "RELATIONS", "vlp.data.shapes", "RELATIONS", "shapes.captions."),
+    ("vlp.data.shapes", "main", "vlp.data.shapes.dataset", "main", "shapes.dataset.main"),
 ]
 
 

@@ -16,6 +16,7 @@ Write WebDataset shards with ``python -m vlp.data.shapes write --out DIR --num N
 them back with :func:`vlp.data.shapes_from_shards`.
 """
 
+from vlp._deprecated import deprecated_getattr
 from vlp.data.shapes.captions import (
     NEGATIVE_TYPES,
     OPPOSITE,
@@ -78,3 +79,8 @@ __all__ = [
     "scene_negatives",
     "short_caption",
 ]
+
+# The command line's entry point was vlp.data.shapes.main when vlp.data.shapes was a module.
+__getattr__ = deprecated_getattr(
+    __name__, {"main": ("vlp.data.shapes.dataset:main", "vlp.data.shapes.dataset.main")}
+)
