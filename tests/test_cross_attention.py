@@ -343,3 +343,28 @@ def test_cosmos_head_loads_reference_checkpoint_keys_after_renaming_the_poolers(
         mapped.add(key)
     head = COSMOSHead(8, image_token_dim=6, text_token_dim=5, num_heads=2, device="meta")
     assert set(head.state_dict()) == mapped
+
+
+def test_backend_is_configuration_with_a_forward_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The constructor sets the attention backend; forward(..., backend=) overrides one call.
+    import vlp.heads.cross_attention as module
+
+    seen: list[str] = []
+    real = module.attention
+
+    def spy(*args: object, backend: str = "auto", **kwargs: object) -> torch.Tensor:
+        seen.append(backend)
+        return real(*args, backend="torch", **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "attention", spy)
+    pool = CrossAttentionPooler(8, 2, backend="triton", dtype=F64)
+    q, x = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 5, 8, dtype=F64)
+    pool(q, x)
+    pool(q, x, backend="torch")
+    head = COSMOSHead(
+        8, image_token_dim=6, text_token_dim=5, num_heads=2, backend="torch", dtype=F64
+    )
+    head(q, q, torch.randn(2, 4, 6, dtype=F64), torch.randn(2, 3, 5, dtype=F64))
+    assert seen == ["triton", "torch", "torch", "torch"]
+    with pytest.raises(ValueError, match="backend must be one of"):
+        CrossAttentionPooler(8, 2, backend="cuda")  # type: ignore[arg-type]

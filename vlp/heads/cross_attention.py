@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp._checks import (
+    check_bool,
     check_bool_mask,
     check_floating,
     check_input_like,
+    check_int,
     check_same_device,
     check_shape,
 )
@@ -27,12 +29,13 @@ from vlp.kernels.attention import attention
 __all__ = ["COSMOSHead", "CrossAttentionPooler"]
 
 
+def _check_backend(backend: object) -> None:
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
+
+
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    return check_int(name, value, low=1)
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -68,6 +71,8 @@ class CrossAttentionPooler(nn.Module):
         kdim: token width ``C`` (default ``dim``).
         normalize: L2-normalise the output (``eps=1e-12``, as ``F.normalize``).
         eps: LayerNorm epsilon.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the attention itself
+            (``forward(..., backend=)`` overrides it for one call).
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -87,17 +92,19 @@ class CrossAttentionPooler(nn.Module):
         kdim: int | None = None,
         normalize: bool = True,
         eps: float = 1e-5,
+        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        _check_backend(backend)
+        self.backend: Backend = backend
         dim = _positive_int("dim", dim)
         num_heads = _positive_int("num_heads", num_heads)
         kdim = dim if kdim is None else _positive_int("kdim", kdim)
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads={num_heads}, got {dim}")
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        check_bool("normalize", normalize)
         self.dim, self.num_heads, self.kdim, self.normalize = dim, num_heads, kdim, normalize
         self.ln_q = nn.LayerNorm(dim, eps=eps, device=device, dtype=dtype)
         self.ln_k = nn.LayerNorm(kdim, eps=eps, device=device, dtype=dtype)
@@ -120,7 +127,7 @@ class CrossAttentionPooler(nn.Module):
         queries: torch.Tensor,
         tokens: torch.Tensor,
         key_padding_mask: torch.Tensor | None = None,
-        backend: Backend = "auto",
+        backend: Backend | None = None,
     ) -> torch.Tensor:
         """Pool ``tokens`` with each query and add the result to the query.
 
@@ -136,7 +143,7 @@ class CrossAttentionPooler(nn.Module):
             key_padding_mask: optional ``(B, S)`` ``torch.bool``, ``True`` = ignore that
                 token (``nn.MultiheadAttention``'s convention). Off by default, like the
                 reference, which attends over text padding too.
-            backend: ``"auto"``, ``"torch"`` or ``"triton"`` for the attention itself.
+            backend: overrides the module's ``backend`` for this call (``None``: keep it).
 
         Returns:
             ``(B, Q, D)`` or ``(B, D)`` (matching ``queries``), unit-norm rows if ``normalize``.
@@ -199,7 +206,8 @@ class CrossAttentionPooler(nn.Module):
         kv = kv.view(batch, seq, 2, heads, head_dim)
         k = kv[:, :, 0].transpose(1, 2)  # (B, H, S, d) views of kv, no copy
         v = kv[:, :, 1].transpose(1, 2)
-        out = attention(q, k, v, key_padding_mask, backend=backend)  # (B, H, Q, d)
+        chosen = self.backend if backend is None else backend
+        out = attention(q, k, v, key_padding_mask, backend=chosen)  # (B, H, Q, d)
         out = out.transpose(1, 2).reshape(batch, num_queries, self.dim)
         out_proj = self.attn.out_proj
         pooled = queries + F.linear(out, out_proj.weight, out_proj.bias)
@@ -244,6 +252,7 @@ class COSMOSHead(nn.Module):
         text_token_dim: width of the text tower's tokens (text width).
         num_heads: heads of both poolers.
         normalize: L2-normalise the cross-modal features.
+        backend: attention backend of both poolers (``forward(..., backend=)`` overrides it).
         device: device of the parameters.
         dtype: dtype of the parameters.
     """
@@ -256,6 +265,7 @@ class COSMOSHead(nn.Module):
         text_token_dim: int,
         num_heads: int = 8,
         normalize: bool = True,
+        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -265,10 +275,10 @@ class COSMOSHead(nn.Module):
         self.image_token_mapping = nn.Linear(image_token_dim, dim, device=device, dtype=dtype)
         self.text_token_mapping = nn.Linear(text_token_dim, dim, device=device, dtype=dtype)
         self.image_attn_pool = CrossAttentionPooler(
-            dim, num_heads, normalize=normalize, device=device, dtype=dtype
+            dim, num_heads, normalize=normalize, backend=backend, device=device, dtype=dtype
         )
         self.text_attn_pool = CrossAttentionPooler(
-            dim, num_heads, normalize=normalize, device=device, dtype=dtype
+            dim, num_heads, normalize=normalize, backend=backend, device=device, dtype=dtype
         )
 
     def forward(
@@ -280,7 +290,7 @@ class COSMOSHead(nn.Module):
         *,
         image_mask: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
-        backend: Backend = "auto",
+        backend: Backend | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-modal features of every image and caption view, as COSMOS's training step does.
 
@@ -293,7 +303,7 @@ class COSMOSHead(nn.Module):
                 (COSMOS: ``G1``, every position).
             image_mask: optional ``(B, S_i)`` bool key padding mask (``True`` = ignore).
             text_mask: optional ``(B, S_t)`` bool key padding mask; the reference uses none.
-            backend: attention backend of both poolers.
+            backend: overrides the poolers' ``backend`` for this call (``None``: keep it).
 
         Returns:
             ``(image_x, text_x)``: ``(B, V_i, D)`` cross-modal image features (crops that

@@ -9,6 +9,7 @@ was inverted (``gather_teacher=True`` is ``local_targets=False``).
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ def renamed_keywords(**renames: str | tuple[str, Callable[[Any], Any]]) -> Calla
 
     def decorate(function: _F) -> _F:
         where = function.__qualname__.removesuffix(".__init__")
+        order = list(inspect.signature(function).parameters)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,7 +41,7 @@ def renamed_keywords(**renames: str | tuple[str, Callable[[Any], Any]]) -> Calla
                 if old not in kwargs:
                     continue
                 new, convert = (target, None) if isinstance(target, str) else target
-                if new in kwargs:
+                if new in kwargs or new in order[: len(args)]:
                     raise TypeError(f"{where}() got both {old}= (deprecated) and {new}=")
                 value = kwargs.pop(old)
                 kwargs[new] = value if convert is None else convert(value)
