@@ -156,7 +156,7 @@ def fsc_clip_missing_tokens(rank: int) -> Any:
 
 
 def bank_enqueue_width(rank: int) -> Any:
-    from vlp.heads import TeacherMemoryBank
+    from vlp.losses import TeacherMemoryBank
 
     bank = TeacherMemoryBank(8, 4, init="empty", dtype=F64)
     bank.enqueue(_features(rank, 2, (4, 3)[rank]))
@@ -164,7 +164,7 @@ def bank_enqueue_width(rank: int) -> Any:
 
 
 def bank_enqueue_uneven(rank: int) -> Any:
-    from vlp.heads import TeacherMemoryBank
+    from vlp.losses import TeacherMemoryBank
 
     bank = TeacherMemoryBank(8, 4, init="empty", dtype=F64)
     bank.enqueue(_features(rank, (0, 3)[rank], 4))
