@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _recipes import parse_tables, run_json
@@ -13,13 +14,23 @@ from safetensors.torch import load_file
 from vlp.eval import SHAPES_METRICS
 from vlp.losses import LogitScale
 
+SHORT_RUN = ("--steps", "3", "--batch-size", "16", "--eval-size", "40")
 
-def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """One short run of the recipe (shared by the tests that read it)."""
+    tmp_path = tmp_path_factory.mktemp("train_clip")
     ckpt, plot = tmp_path / "clip.safetensors", tmp_path / "curves.png"
     result, stdout = run_json(
-        "train_clip.py", "--steps", "3", "--batch-size", "16", "--eval-size", "40",
-        "--out", str(ckpt), "--plot", str(plot), cwd=tmp_path,
-    )  # fmt: skip
+        "train_clip.py", *SHORT_RUN, "--out", str(ckpt), "--plot", str(plot), cwd=tmp_path
+    )
+    return result, stdout, tmp_path
+
+
+def test_recipe_runs_a_few_steps(short_run: tuple[dict[str, Any], str, Path]) -> None:
+    result, stdout, tmp_path = short_run
+    ckpt, plot = tmp_path / "clip.safetensors", tmp_path / "curves.png"
     metrics = result["metrics"]
     assert tuple(metrics) == SHAPES_METRICS
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
@@ -65,21 +76,11 @@ def test_recipe_learns(tmp_path: Path) -> None:
     assert 0.5 < metrics["comp mean"] < 1.0
 
 
-def test_micro_batch_flag_trains_exactly_like_the_full_batch(tmp_path: Path) -> None:
+def test_micro_batch_flag_trains_exactly_like_the_full_batch(
+    short_run: tuple[dict[str, Any], str, Path], tmp_path: Path
+) -> None:
     # Gradient caching changes the memory, not the training: the same losses step by step.
-    runs = [
-        run_json(
-            "train_clip.py",
-            "--steps",
-            "3",
-            "--batch-size",
-            "12",
-            "--eval-size",
-            "20",
-            *extra,
-            cwd=tmp_path,
-        )[0]["history"]
-        for extra in ((), ("--micro-batch", "5"))
-    ]
+    cached, _ = run_json("train_clip.py", *SHORT_RUN, "--micro-batch", "5", cwd=tmp_path)
+    plain = short_run[0]["history"]
     for key in ("loss", "logit scale"):
-        assert runs[1][key] == pytest.approx(runs[0][key], rel=1e-4), key
+        assert cached["history"][key] == pytest.approx(plain[key], rel=1e-4), key
