@@ -233,3 +233,195 @@ def test_cosmos_head_errors() -> None:
         head(image, text, image_tokens, text_tokens, text_mask=meta)
     image_x, text_x = head(image, text, image_tokens, text_tokens)
     assert image_x.shape == (2, 3, 8) and text_x.shape == (2, 2, 8)
+
+
+# --- findings of the fuzz harness (tests/fuzz_harness.py), one line each ------------------
+
+
+def _fuzz_cases() -> list[tuple[str, object, type[Exception], str]]:
+    from vlp import adapters, eval, masking, models
+
+    images = torch.randn(2, 3, 16, 16)
+    anchors = torch.tensor([[0, 5], [3, 9]])
+    clip = make_clip()
+    return [
+        (
+            "generator",
+            lambda: masking.sample_anchors(2, 16, 2, generator=3),
+            TypeError,
+            "generator must be a torch.Generator",
+        ),
+        (
+            "generator_random",
+            lambda: masking.select_kept_tokens(
+                torch.zeros(2, 4, dtype=torch.bool), generator="seed"
+            ),
+            TypeError,
+            "generator must be",
+        ),
+        (
+            "noise_bound",
+            lambda: masking.patch_dropout(10**12, 16, 0.5),
+            ValueError,
+            r"batch x num_patches",
+        ),
+        (
+            "kept_empty",
+            lambda: masking.select_kept_tokens(torch.zeros(0, 4, dtype=torch.bool)),
+            ValueError,
+            "masked must not be empty",
+        ),
+        (
+            "unpatchify_size",
+            lambda: masking.unpatchify(torch.randn(2, 16, 48), 4, None),
+            TypeError,
+            "image_size must be a pair",
+        ),
+        ("lora_model", lambda: adapters.apply_lora(3), TypeError, "model must be an nn.Module"),
+        (
+            "lora_state_model",
+            lambda: adapters.lora_state_dict("x"),
+            TypeError,
+            "model must be an nn.Module",
+        ),
+        (
+            "lora_update",
+            lambda: adapters.LoRAUpdate(3, 3, 1.0),
+            TypeError,
+            "a_shape must be a pair of ints",
+        ),
+        ("lora_update_rank", lambda: adapters.LoRAUpdate((2, 4), (4, 3), 1.0), ValueError, "rank"),
+        (
+            "load_pretrained",
+            lambda: adapters.load_pretrained(torch.zeros(2), {}),
+            TypeError,
+            "module must be an nn.Module",
+        ),
+        (
+            "state_file_path",
+            lambda: adapters.load_state_dict_file(3),
+            TypeError,
+            "path must be a str",
+        ),
+        (
+            "images_dtype",
+            lambda: adapters.open_clip_image_tokens(
+                clip, torch.randn(2, 3, 32, 32, dtype=torch.float64)
+            ),
+            TypeError,
+            "images must have the dtype",
+        ),
+        (
+            "text_vocab",
+            lambda: adapters.open_clip_text_tokens(clip, torch.tensor([[1, 10**6, 2]])),
+            ValueError,
+            r"text token ids must lie in \[0, ",
+        ),
+        (
+            "timm_dtype",
+            lambda: adapters.timm_vit_tokens(make_timm(), torch.randn(1, 3, 32, 32).half()),
+            TypeError,
+            "images must have the dtype",
+        ),
+        (
+            "similarity_nan",
+            lambda: eval.similarity_matrix(torch.full((2, 4), float("nan")), torch.randn(2, 4)),
+            ValueError,
+            "image_embeddings must be finite",
+        ),
+        (
+            "paired_nan",
+            lambda: eval.paired_similarity(torch.randn(2, 4), torch.full((2, 4), float("inf"))),
+            ValueError,
+            "b must be finite",
+        ),
+        (
+            "recall_meta",
+            lambda: eval.retrieval_recall(torch.randn(2, 2, device="meta"), torch.tensor([0, 1])),
+            ValueError,
+            "similarity must hold values",
+        ),
+        (
+            "iou_meta",
+            lambda: eval.mean_iou(
+                torch.zeros(1, 2, 2, dtype=torch.long, device="meta"),
+                torch.zeros(1, 2, 2, dtype=torch.long),
+                3,
+            ),
+            ValueError,
+            "predictions must hold values",
+        ),
+        (
+            "classifier_none",
+            lambda: eval.zero_shot_classifier(None),
+            TypeError,
+            "prompt_embeddings must be",
+        ),
+        (
+            "types_none",
+            lambda: eval.compositional_accuracy(torch.randn(2), torch.randn(2, 1), None),
+            TypeError,
+            "negative_types must be",
+        ),
+        (
+            "sugarcrepe_source",
+            lambda: eval.read_sugarcrepe(torch.zeros(2)),
+            TypeError,
+            "source must be a path",
+        ),
+        ("lexicon_path", lambda: load_lexicon(None), TypeError, "path must be a str"),
+        (
+            "build_ssmke_layers",
+            lambda: models.build_ssmke(make_timm(), clip.transformer, num_layers=None),
+            TypeError,
+            "num_layers must be an int",
+        ),
+        (
+            "mlp_ratio",
+            lambda: models.SharedBlock(8, 2, None),
+            TypeError,
+            "mlp_ratio must be a float",
+        ),
+        (
+            "layerscale",
+            lambda: models.TokenTypeEmbedding(2, 8, layerscale_init=None),
+            TypeError,
+            "layerscale_init must be a float",
+        ),
+        (
+            "embedding_rgb_ok",
+            lambda: masking.embedding_rgb_scores(
+                images, torch.randn(2, 16, 8), anchors, 4, embed_weight=0.5
+            ),
+            None,
+            "",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", _fuzz_cases(), ids=lambda c: c[0])
+def test_fuzz_findings_are_clear_errors(case: tuple) -> None:
+    _, call, exc, match = case
+    if exc is None:
+        assert torch.isfinite(call()).all()
+        return
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_embedding_rgb_scores_non_finite_patch_is_invalid() -> None:
+    from vlp.masking import embedding_rgb_scores
+
+    images = torch.randn(2, 3, 16, 16)
+    images[0, 0, 0, 0] = float("nan")  # patch 0 of image 0
+    embeddings = torch.randn(2, 16, 8)
+    embeddings[1, 7, 3] = float("inf")  # patch 7 of image 1
+    anchors = torch.tensor([[0, 5], [3, 9]])
+    scores = embedding_rgb_scores(images, embeddings, anchors, 4, embed_weight=0.5)
+    assert not torch.isnan(scores).any()
+    assert scores[0, 0] == float("-inf") and scores[1, 7] == float("-inf")
+    assert scores[0, 5] == 1.0  # the finite anchor still clusters
+    # Pixels only (w = 0): the embedding's inf does not matter, as in cluster_scores.
+    rgb = embedding_rgb_scores(images, embeddings, anchors, 4, embed_weight=0.0)
+    assert torch.isfinite(rgb[1]).all()
+    assert rgb[0, 0] == float("-inf")

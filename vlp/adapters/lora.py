@@ -78,6 +78,20 @@ class LoRAUpdate(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
+            ok = isinstance(shape, (tuple, list)) and len(shape) == 2
+            if not ok or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+                raise TypeError(f"{name} must be a pair of ints, got {shape!r:.60}")
+            if min(shape) < 1:
+                raise ValueError(f"{name} must be positive, got {shape!r}")
+        if a_shape[0] != b_shape[1]:
+            raise ValueError(
+                f"a_shape[0] and b_shape[1] must both be the rank, got {a_shape} and {b_shape}"
+            )
+        if isinstance(scaling, bool) or not isinstance(scaling, (int, float)):
+            raise TypeError(f"scaling must be a float, got {type(scaling).__name__}")
+        if not math.isfinite(scaling):
+            raise ValueError(f"scaling must be finite, got {scaling}")
         self.lora_A = nn.Parameter(torch.empty(a_shape, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.empty(b_shape, device=device, dtype=dtype))
         self.scaling = scaling
@@ -186,6 +200,7 @@ def apply_lora(
             convolution that is not square or grouped, an already adapted model, or when
             no layer matched.
     """
+    _check_model(model)
     rank, scaling = _check_rank_scaling(rank, scaling)
     chosen = _check_targets(targets)
     if attention_init not in ("zero", "reference"):
@@ -257,8 +272,14 @@ def apply_lora(
     return model
 
 
+def _check_model(model: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+
+
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The LoRA matrices of ``model`` (what to hand the optimiser), in module order."""
+    _check_model(model)
     return [p for n, p in model.named_parameters() if "lora_" in n]
 
 
@@ -270,6 +291,7 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     with ``safetensors.torch.save_file`` and restore with :func:`load_lora_state_dict` on a
     model adapted with the same arguments.
     """
+    _check_model(model)
     return {k: v.detach() for k, v in model.state_dict().items() if "lora_" in k}
 
 
@@ -279,7 +301,12 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     Raises:
         ValueError: if the keys differ from the model's LoRA keys.
     """
+    _check_model(model)
     expected = {k for k in model.state_dict() if "lora_" in k}
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise TypeError(f"state must be a mapping of name -> tensor, got {type(state).__name__}")
     given = set(state)
     if given != expected:
         missing, unexpected = sorted(expected - given), sorted(given - expected)
@@ -303,6 +330,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     Returns:
         ``model`` itself.
     """
+    _check_model(model)
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vlp._checks import check_shape, check_tensor
+from vlp._checks import check_input_like, check_shape, check_tensor
 from vlp._patches import check_images, pair
 from vlp.adapters.pos_embed import PosInterpolation, interpolate_pos_embed
 from vlp.adapters.tokens import (
@@ -80,6 +80,7 @@ def _check_images(images: object, visual: Any) -> torch.Tensor:
             f"images must have a height and width that are positive multiples of the "
             f"patch size {(patch_h, patch_w)}, got {(height, width)}; resize or crop them first"
         )
+    check_input_like("images", images, visual.conv1.weight)
     return images
 
 
@@ -484,6 +485,14 @@ def open_clip_text_tokens(
     if text.numel() == 0:
         raise ValueError(f"text must not be empty, got shape {tuple(text.shape)}")
     encode, parts = _text_parts(model)
+    embedding = getattr(parts, "token_embedding", None)
+    if isinstance(embedding, nn.Embedding) and text.device.type == "cpu":
+        low, high = int(text.min()), int(text.max())
+        if low < 0 or high >= embedding.num_embeddings:
+            raise ValueError(
+                f"text token ids must lie in [0, {embedding.num_embeddings}) (the vocabulary), "
+                f"got values in [{low}, {high}]"
+            )
     pool_type = getattr(parts, "text_pool_type", getattr(parts, "pool_type", "argmax"))
     eos_id: Any = getattr(parts, "text_eos_id", getattr(parts, "eos_id", None))
     if pool_type not in ("argmax", "eos"):

@@ -62,6 +62,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         ValueError: if the file holds no tensor mapping, or one with non-tensor entries
             besides the unwrapped weights (nothing is dropped silently).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path must be an existing checkpoint file, got {str(path)!r}")
@@ -123,6 +125,15 @@ def load_pretrained(
         ValueError: if a weight of ``module`` is missing from the checkpoint or has
             another shape.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if isinstance(rename, str) or not all(
+        isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(x, str) for x in r)
+        for r in rename
+    ):
+        raise TypeError(f"rename must be a sequence of (old, new) string pairs, got {rename!r:.60}")
     state = load_state_dict_file(source) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(state, Mapping):
         raise TypeError(f"source must be a path or a state dict, got {type(state).__name__}")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vlp._checks import check_input_like
 from vlp._patches import check_images
 from vlp.adapters.tokens import DenseTokens, check_keep_indices, padding_bias
 from vlp.masking.dropout import gather_tokens
@@ -187,6 +188,7 @@ def _encode(
     vit = _check_model(model)
     images = check_images(images)
     _check_image_size(vit, images)
+    check_input_like("images", images, vit.patch_embed.proj.weight)
     # patch embedding, prefix tokens and positions for all patches, by the model itself
     x = vit._pos_embed(vit.patch_embed(images))
     prefix = vit.num_prefix_tokens

@@ -15,6 +15,7 @@ def check_scores(name: str, value: torch.Tensor, dims: int) -> None:
     """Check a floating, finite, non-empty score tensor with ``dims`` dimensions."""
     check_tensor(name, value)
     check_floating(name, value)
+    _check_readable(name, value)
     if value.dim() != dims:
         raise ValueError(f"{name} must have {dims} dims, got shape {tuple(value.shape)}")
     if value.numel() == 0:
@@ -22,9 +23,16 @@ def check_scores(name: str, value: torch.Tensor, dims: int) -> None:
     check_finite(name, value)
 
 
+def _check_readable(name: str, value: torch.Tensor) -> None:
+    # Metrics read values on the host: a meta tensor has none.
+    if value.is_meta:
+        raise ValueError(f"{name} must hold values (a metric reads them), got a meta tensor")
+
+
 def check_index(name: str, value: torch.Tensor, length: int, high: int) -> None:
     """Check an integer ``(length,)`` tensor with entries in ``[0, high)``."""
     check_tensor(name, value)
+    _check_readable(name, value)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
     if value.shape != (length,):

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_bool_mask, check_matrix, check_same_shape
+from vlp._checks import (
+    check_bool_mask,
+    check_finite,
+    check_matrix,
+    check_same_device,
+    check_same_shape,
+)
 from vlp.eval._common import check_scores
 
 __all__ = ["CompositionalAccuracy", "compositional_accuracy", "paired_similarity"]
@@ -33,7 +39,12 @@ def paired_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     check_matrix("a", a)
     check_matrix("b", b)
     check_same_shape("a", a, "b", b)
-    return (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(dim=-1)
+    check_same_device(("a", a), ("b", b))
+    if a.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_finite("a", a)
+        check_finite("b", b)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return (F.normalize(a.to(dtype), dim=-1) * F.normalize(b.to(dtype), dim=-1)).sum(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,10 @@ def compositional_accuracy(
         raise ValueError(
             f"negative_scores must have one row per positive score ({positive_scores.shape[0]}), "
             f"got shape {tuple(negative_scores.shape)}"
+        )
+    if not isinstance(negative_types, Sequence):
+        raise TypeError(
+            f"negative_types must be a sequence of type names, got {type(negative_types).__name__}"
         )
     types = list(negative_types)
     if isinstance(negative_types, str) or len(types) != k:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_matrix
+from vlp._checks import check_finite, check_matrix, check_same_device
 from vlp.eval._common import check_index, check_ks, check_scores
 
 __all__ = ["retrieval_recall", "similarity_matrix"]
@@ -38,7 +38,13 @@ def similarity_matrix(
             "image_embeddings and text_embeddings must have the same D, got "
             f"{image_embeddings.shape[1]} and {text_embeddings.shape[1]}"
         )
-    return F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
+    check_same_device(("image_embeddings", image_embeddings), ("text_embeddings", text_embeddings))
+    if image_embeddings.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_finite("image_embeddings", image_embeddings)
+        check_finite("text_embeddings", text_embeddings)
+    dtype = torch.promote_types(image_embeddings.dtype, text_embeddings.dtype)
+    image, text = image_embeddings.to(dtype), text_embeddings.to(dtype)
+    return F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
 
 
 @torch.no_grad()

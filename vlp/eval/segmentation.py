@@ -247,6 +247,8 @@ def mean_iou(
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
         check_shape(name, value, ("B", "H", "W"))
+        if value.is_meta:
+            raise ValueError(f"{name} must hold values (a metric reads them), got a meta tensor")
     if predictions.shape != targets.shape:
         raise ValueError(
             f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ"

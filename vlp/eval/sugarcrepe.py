@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ def read_sugarcrepe_file(path: str | Path) -> list[SugarCrepeItem]:
         ValueError: if the file is not UTF-8 JSON of that shape (naming the file and id).
         FileNotFoundError: if the file does not exist.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -97,8 +100,12 @@ def read_sugarcrepe(
             paths = [root]
         else:
             raise FileNotFoundError(f"{root}: no such file or directory")
-    else:
+    elif isinstance(source, Sequence) and all(isinstance(p, (str, Path)) for p in source):
         paths = [Path(p) for p in source]
+    else:
+        raise TypeError(
+            f"source must be a path or a sequence of paths, got {type(source).__name__}"
+        )
     out: dict[str, list[SugarCrepeItem]] = {}
     for path in paths:
         if path.stem in out:

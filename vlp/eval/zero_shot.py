@@ -42,6 +42,11 @@ def zero_shot_classifier(
         check_finite("prompt_embeddings", prompt_embeddings)
         mean = F.normalize(prompt_embeddings, dim=-1).mean(dim=1)
         return F.normalize(mean, dim=-1)
+    if not isinstance(prompt_embeddings, (list, tuple)):
+        raise TypeError(
+            "prompt_embeddings must be a (C, P, D) tensor or a sequence of (P_c, D) tensors, "
+            f"got {type(prompt_embeddings).__name__}"
+        )
     classes = list(prompt_embeddings)
     if not classes:
         raise ValueError("prompt_embeddings must hold at least one class, got an empty sequence")

@@ -246,8 +246,9 @@ def select_kept_tokens(
         ``[1 - Lk / L, 1]``.
     """
     check_bool_mask("masked", masked, ("B", "L"))
-    batch, num_patches = masked.shape
-    _check_size("batch", batch)
+    num_patches = masked.shape[1]
+    if masked.numel() == 0:
+        raise ValueError(f"masked must not be empty, got shape {tuple(masked.shape)}")
     cap = max_kept(num_patches, min_ratio)
     if length == "static":
         kept = cap

@@ -89,14 +89,22 @@ def embedding_rgb_scores(
     w = check_float("embed_weight", embed_weight, low=0.0, high=1.0)
     dtype = torch.float64 if torch.float64 in (images.dtype, embeddings.dtype) else torch.float32
 
+    pixels = patchify(images, (ph, pw))
+    # A patch with a non-finite pixel (or, when it is used, embedding) is invalid, as in
+    # cluster_scores: it scores -inf and, as an anchor, forms no cluster.
+    finite = torch.isfinite(pixels).all(dim=-1)
+    if w > 0.0:
+        finite = finite & torch.isfinite(embeddings).all(dim=-1)
+
     def anchor_cosines(features: torch.Tensor) -> torch.Tensor:  # (B, L, F) -> (B, K, L)
-        unit = F.normalize(features.detach().to(dtype), dim=-1)
+        x = torch.where(finite.unsqueeze(-1), features.detach().to(dtype), 0.0)
+        unit = F.normalize(x, dim=-1)
         index = anchors.unsqueeze(-1).expand(-1, -1, unit.shape[-1])
         return torch.gather(unit, 1, index) @ unit.transpose(1, 2)
 
-    rgb = anchor_cosines(patchify(images, (ph, pw)))
-    if w == 0.0:
-        return rgb.amax(dim=1)
-    embed = anchor_cosines(embeddings)
-    mixed: torch.Tensor = (w * embed + (1.0 - w) * rgb).amax(dim=1)
+    cos = anchor_cosines(pixels)
+    if w > 0.0:
+        cos = w * anchor_cosines(embeddings) + (1.0 - w) * cos
+    ok = finite.gather(1, anchors).unsqueeze(-1) & finite.unsqueeze(1)
+    mixed: torch.Tensor = cos.masked_fill(~ok, float("-inf")).amax(dim=1)
     return mixed

@@ -19,6 +19,10 @@ def _check_size(name: str, value: object) -> int:
     return value
 
 
+#: Most random draws one masking call makes: 2**31, far beyond any real batch of images.
+_MAX_NOISE = 2**31
+
+
 def uniform(
     shape: tuple[int, ...],
     *,
@@ -30,6 +34,15 @@ def uniform(
     The noise is drawn on the generator's device and moved to ``device``: a generator on
     the target device keeps the call free of host synchronisation.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    if math.prod(shape) > _MAX_NOISE:
+        raise ValueError(
+            f"the noise of shape {tuple(shape)} (batch x num_patches) must have at most "
+            f"{_MAX_NOISE} elements, got {math.prod(shape)}"
+        )
     target = torch.device(device) if device is not None else None
     source = generator.device if generator is not None else target
     noise = torch.rand(shape, generator=generator, device=source)

@@ -29,7 +29,7 @@ def unpatchify(
     """
     check_shape("patches", patches, ("B", "L", "P"))
     ph, pw = pair("patch_size", patch_size)
-    gh, gw = grid_size((int(image_size[0]), int(image_size[1])), (ph, pw))
+    gh, gw = grid_size(image_size, (ph, pw))
     b, n, d = patches.shape
     if n != gh * gw or d % (ph * pw):
         raise ValueError(

@@ -28,6 +28,7 @@ from torch import nn
 
 from vlp._checks import (
     check_bool_mask,
+    check_float,
     check_floating,
     check_input_like,
     check_shape,
@@ -107,7 +108,9 @@ class TokenTypeEmbedding(nn.Module):
         _check_int("dim", dim)
         self.embedding = nn.Embedding(num_types, dim, device=device, dtype=dtype)
         self.gamma = nn.Parameter(
-            torch.full((dim,), float(layerscale_init), device=device, dtype=dtype)
+            torch.full(
+                (dim,), check_float("layerscale_init", layerscale_init), device=device, dtype=dtype
+            )
         )
 
     def forward(self, x: torch.Tensor, type_id: int) -> torch.Tensor:
@@ -168,7 +171,7 @@ class SharedBlock(nn.Module):
         _check_int("heads", heads)
         if dim % heads:
             raise ValueError(f"heads must divide dim, got dim={dim}, heads={heads}")
-        hidden = int(dim * mlp_ratio)
+        hidden = int(dim * check_float("mlp_ratio", mlp_ratio, low=0.0, low_inclusive=False))
         if hidden < 1:
             raise ValueError(f"mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
         dd: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -181,8 +184,9 @@ class SharedBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps, **dd)
         self.fc1 = nn.Linear(dim, hidden, **dd)
         self.fc2 = nn.Linear(hidden, dim, **dd)
-        self.gamma_1 = nn.Parameter(torch.full((dim,), float(layerscale_init), **dd))
-        self.gamma_2 = nn.Parameter(torch.full((dim,), float(layerscale_init), **dd))
+        scale = check_float("layerscale_init", layerscale_init)
+        self.gamma_1 = nn.Parameter(torch.full((dim,), scale, **dd))
+        self.gamma_2 = nn.Parameter(torch.full((dim,), scale, **dd))
         _init_linear_layers(self)
 
     def _attention(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
@@ -438,9 +442,14 @@ def build_ssmke(
     Raises:
         ValueError: if the two encoders' widths differ or a layer count is out of range.
     """
-    image_layers, text_layers = (
-        (num_layers, num_layers) if isinstance(num_layers, int) else num_layers
-    )
+    if isinstance(num_layers, int) and not isinstance(num_layers, bool):
+        image_layers, text_layers = num_layers, num_layers
+    elif isinstance(num_layers, (tuple, list)) and len(num_layers) == 2:
+        image_layers, text_layers = num_layers
+    else:
+        raise TypeError(
+            f"num_layers must be an int or an (image, text) pair, got {num_layers!r:.60}"
+        )
     image_encoder = TimmViTEncoder(vit, image_layers)
     text_encoder = OpenClipTextEncoder(text, text_layers, causal=causal_text)
     if image_encoder.width != text_encoder.width:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -604,6 +605,8 @@ def load_lexicon(path: str | Path) -> Lexicon:
             section silently) or none of its sections, or a section of the wrong shape.
         TypeError: naming the file, for a value of the wrong type.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
