@@ -50,19 +50,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-SUBPACKAGES = (
-    "losses",
-    "masking",
-    "heads",
-    "models",
-    "augment",
-    "negatives",
-    "eval",
-    "data",
-    "adapters",
-    "distributed",
-    "kernels",
-)
+import vlp
+
+#: Every subpackage ``import vlp`` offers.
+SUBPACKAGES = tuple(vlp._SUBMODULES)
 
 #: Callables left out of the walk, with the reason.
 SKIP = {

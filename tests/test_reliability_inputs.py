@@ -425,3 +425,17 @@ def test_embedding_rgb_scores_non_finite_patch_is_invalid() -> None:
     rgb = embedding_rgb_scores(images, embeddings, anchors, 4, embed_weight=0.0)
     assert torch.isfinite(rgb[1]).all()
     assert rgb[0, 0] == float("-inf")
+
+
+def test_chunk_size_above_the_batch_allocates_nothing_more() -> None:
+    from vlp.losses import clip_loss, siglip_loss
+
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    # A chunk larger than the batch is one chunk: the batch bounds the work, not chunk_size.
+    assert torch.equal(
+        clip_loss(x, y, 10.0, chunk_size=10**12), clip_loss(x, y, 10.0, chunk_size=4)
+    )
+    assert torch.equal(
+        siglip_loss(x, y, 10.0, -10.0, chunk_size=10**12),
+        siglip_loss(x, y, 10.0, -10.0, chunk_size=4),
+    )

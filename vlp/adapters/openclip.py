@@ -493,6 +493,14 @@ def open_clip_text_tokens(
                 f"text token ids must lie in [0, {embedding.num_embeddings}) (the vocabulary), "
                 f"got values in [{low}, {high}]"
             )
+    if text.is_meta:
+        raise ValueError("text must hold token ids (the EOT position is read), got a meta tensor")
+    positions = getattr(parts, "positional_embedding", None)
+    if isinstance(positions, torch.Tensor) and text.shape[1] > positions.shape[0]:
+        raise ValueError(
+            f"text must have at most {positions.shape[0]} tokens per row (the tower's context "
+            f"length), got shape {tuple(text.shape)}"
+        )
     pool_type = getattr(parts, "text_pool_type", getattr(parts, "pool_type", "argmax"))
     eos_id: Any = getattr(parts, "text_eos_id", getattr(parts, "eos_id", None))
     if pool_type not in ("argmax", "eos"):
@@ -515,7 +523,10 @@ def open_clip_text_tokens(
         handle.remove()
     pooled = out[0] if isinstance(out, tuple) else out
     if len(captured) != 1 or captured[0].shape[:2] != text.shape:
-        raise RuntimeError("ln_final did not run once on the full sequence")  # pragma: no cover
+        raise ValueError(
+            f"text of shape {tuple(text.shape)} was not encoded as one full sequence per row "
+            "(pass (B, L) token ids, L the tokenizer's context length)"
+        )
     tokens = captured[0]
     proj = parts.text_projection
     if project and proj is not None:

@@ -129,9 +129,13 @@ def load_pretrained(
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
-    if isinstance(rename, str) or not all(
-        isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(x, str) for x in r)
-        for r in rename
+    if (
+        isinstance(rename, str)
+        or not isinstance(rename, Sequence)
+        or not all(
+            isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(x, str) for x in r)
+            for r in rename
+        )
     ):
         raise TypeError(f"rename must be a sequence of (old, new) string pairs, got {rename!r:.60}")
     state = load_state_dict_file(source) if isinstance(source, (str, os.PathLike)) else source

@@ -76,6 +76,11 @@ def text_token_mask(
         raise TypeError(f"text must hold integer token ids, got dtype {text.dtype}")
     if text.numel() == 0:
         raise ValueError(f"text must not be empty, got shape {tuple(text.shape)}")
+    for name, value in (("eot_token_id", eot_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if not isinstance(has_sot, bool):
+        raise TypeError(f"has_sot must be a bool, got {type(has_sot).__name__}")
     eot = eot_positions(text, eot_token_id)
     positions = torch.arange(text.shape[1], device=text.device)
     mask = positions[None, :] <= eot[:, None]

@@ -8,14 +8,14 @@ import torch
 
 from vlp._checks import check_finite, check_floating, check_tensor
 
-__all__ = ["check_index", "check_ks", "check_scores"]
+__all__ = ["check_index", "check_ks", "check_readable", "check_scores"]
 
 
 def check_scores(name: str, value: torch.Tensor, dims: int) -> None:
     """Check a floating, finite, non-empty score tensor with ``dims`` dimensions."""
     check_tensor(name, value)
     check_floating(name, value)
-    _check_readable(name, value)
+    check_readable(name, value)
     if value.dim() != dims:
         raise ValueError(f"{name} must have {dims} dims, got shape {tuple(value.shape)}")
     if value.numel() == 0:
@@ -23,7 +23,7 @@ def check_scores(name: str, value: torch.Tensor, dims: int) -> None:
     check_finite(name, value)
 
 
-def _check_readable(name: str, value: torch.Tensor) -> None:
+def check_readable(name: str, value: torch.Tensor) -> None:
     # Metrics read values on the host: a meta tensor has none.
     if value.is_meta:
         raise ValueError(f"{name} must hold values (a metric reads them), got a meta tensor")
@@ -32,7 +32,7 @@ def _check_readable(name: str, value: torch.Tensor) -> None:
 def check_index(name: str, value: torch.Tensor, length: int, high: int) -> None:
     """Check an integer ``(length,)`` tensor with entries in ``[0, high)``."""
     check_tensor(name, value)
-    _check_readable(name, value)
+    check_readable(name, value)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
     if value.shape != (length,):
@@ -46,6 +46,8 @@ def check_index(name: str, value: torch.Tensor, length: int, high: int) -> None:
 
 def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     """Check a non-empty sequence of positive ints."""
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence):
+        raise TypeError(f"ks must be a sequence of ints, got {type(ks).__name__}")
     out = tuple(ks)
     if not out or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in out):
         raise ValueError(f"ks must be a non-empty sequence of ints >= 1, got {ks!r}")

@@ -241,7 +241,8 @@ def mean_iou(
     Raises:
         TypeError / ValueError: on shape or dtype mismatch, or labels out of range.
     """
-    n = check_int("num_classes", num_classes, low=1)
+    # The confusion matrix is num_classes**2 counts: 65,536 classes is 4 G of them already.
+    n = check_int("num_classes", num_classes, low=1, high=65536)
     for name, value in (("predictions", predictions), ("targets", targets)):
         check_tensor(name, value)
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp._checks import check_finite, check_floating, check_matrix, check_tensor
-from vlp.eval._common import check_index, check_ks
+from vlp.eval._common import check_index, check_ks, check_readable
 
 __all__ = ["zero_shot_accuracy", "zero_shot_classifier"]
 
@@ -39,6 +39,7 @@ def zero_shot_classifier(
                 "prompt_embeddings must be a non-empty (C, P, D) tensor, got shape "
                 f"{tuple(prompt_embeddings.shape)}"
             )
+        check_readable("prompt_embeddings", prompt_embeddings)
         check_finite("prompt_embeddings", prompt_embeddings)
         mean = F.normalize(prompt_embeddings, dim=-1).mean(dim=1)
         return F.normalize(mean, dim=-1)
@@ -94,11 +95,13 @@ def zero_shot_accuracy(
         TypeError: on non-floating embeddings or non-integer labels.
     """
     check_matrix("image_embeddings", image_embeddings)
+    check_readable("image_embeddings", image_embeddings)
     check_finite("image_embeddings", image_embeddings)
     check_tensor("class_embeddings", class_embeddings)
     if class_embeddings.dim() == 3:
         class_embeddings = zero_shot_classifier(class_embeddings)
     check_matrix("class_embeddings", class_embeddings)
+    check_readable("class_embeddings", class_embeddings)
     check_finite("class_embeddings", class_embeddings)
     if class_embeddings.shape[1] != image_embeddings.shape[1]:
         raise ValueError(
@@ -108,7 +111,11 @@ def zero_shot_accuracy(
     num_classes = class_embeddings.shape[0]
     check_index("labels", labels, image_embeddings.shape[0], num_classes)
     ks = check_ks(ks)
-    scores = F.normalize(image_embeddings, dim=-1) @ F.normalize(class_embeddings, dim=-1).T
+    dtype = torch.promote_types(image_embeddings.dtype, class_embeddings.dtype)
+    scores = (
+        F.normalize(image_embeddings.to(dtype), dim=-1)
+        @ F.normalize(class_embeddings.to(dtype), dim=-1).T
+    )
     labels = labels.to(scores.device)
     true = scores.gather(1, labels[:, None])
     wrong = torch.ones_like(scores, dtype=torch.bool).scatter_(1, labels[:, None], False)

@@ -623,6 +623,8 @@ class ClusterMasking(nn.Module):
             ``Lk = L``, ``keep_idx = arange(L)`` and no fillers.
         """
         images = check_images(images)
+        if images.is_meta and self.training:
+            raise ValueError("images must hold values (the masks are drawn from them), got meta")
         batch = images.shape[0]
         gh, gw = grid_size((images.shape[2], images.shape[3]), self.patch_size)
         num_patches = gh * gw

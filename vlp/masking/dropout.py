@@ -140,6 +140,10 @@ def gather_tokens(
     check_shape("keep_idx", keep_idx, (tokens.shape[0], "K"))
     if keep_idx.dtype != torch.int64:
         raise TypeError(f"keep_idx must have dtype torch.int64, got {keep_idx.dtype}")
+    if keep_idx.device != tokens.device:
+        raise ValueError(
+            f"keep_idx must be on the device of tokens ({tokens.device}), got {keep_idx.device}"
+        )
     if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
         raise TypeError(f"num_prefix_tokens must be an int, got {type(num_prefix_tokens).__name__}")
     if not 0 <= num_prefix_tokens < tokens.shape[1]:

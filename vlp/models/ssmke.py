@@ -27,6 +27,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vlp._checks import (
+    check_bool,
     check_bool_mask,
     check_float,
     check_floating,
@@ -125,6 +126,7 @@ class TokenTypeEmbedding(nn.Module):
         """
         check_shape("x", x, ("B", "T", self.gamma.shape[0]))
         check_floating("x", x)
+        check_input_like("x", x, self.gamma)
         if isinstance(type_id, bool) or not isinstance(type_id, int):
             raise TypeError(f"type_id must be an int, got {type(type_id).__name__}")
         if not 0 <= type_id < self.num_types:
@@ -172,6 +174,7 @@ class SharedBlock(nn.Module):
         if dim % heads:
             raise ValueError(f"heads must divide dim, got dim={dim}, heads={heads}")
         hidden = int(dim * check_float("mlp_ratio", mlp_ratio, low=0.0, low_inclusive=False))
+        check_bool("qv_bias", qv_bias)
         if hidden < 1:
             raise ValueError(f"mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
         dd: dict[str, Any] = {"device": device, "dtype": dtype}
