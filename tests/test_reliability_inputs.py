@@ -439,3 +439,26 @@ def test_chunk_size_above_the_batch_allocates_nothing_more() -> None:
         siglip_loss(x, y, 10.0, -10.0, chunk_size=10**12),
         siglip_loss(x, y, 10.0, -10.0, chunk_size=4),
     )
+
+
+def test_long_captions_are_bounded() -> None:
+    import random
+
+    from vlp.negatives import hard_negatives, swap
+
+    long = "a red cube left of a blue ball " * 1000  # 31,000 characters: swap took seconds
+    with pytest.raises(ValueError, match=r"caption must have at most 4096 characters"):
+        swap(long, random.Random(0))
+    with pytest.raises(ValueError, match=r"captions\[1\] must have at most 4096 characters"):
+        hard_negatives(["a red cube", long], rng=random.Random(0))
+
+
+def test_benchmark_readers_name_the_file(tmp_path: Path) -> None:
+    from vlp.eval import read_valse_file, read_winoground
+
+    path = tmp_path / "valse.json"
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match=r"valse\.json: not UTF-8 text"):
+        read_valse_file(path)
+    with pytest.raises(TypeError, match="path must be a str"):
+        read_winoground(3)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,15 @@ def require(
 
 def read_text(path: str | Path) -> tuple[Path, str]:
     """``(path, text)`` of a UTF-8 file, with a clear error when it is missing."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    return path, path.read_text(encoding="utf-8")
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
 
 
 def resolve_files(source: str | Path | Sequence[str | Path], pattern: str) -> list[Path]:
@@ -141,4 +147,8 @@ def resolve_files(source: str | Path | Sequence[str | Path], pattern: str) -> li
         if root.exists():
             return [root]
         raise FileNotFoundError(f"{root}: no such file or directory")
+    if not isinstance(source, Sequence) or not all(isinstance(p, (str, Path)) for p in source):
+        raise TypeError(
+            f"source must be a path or a sequence of paths, got {type(source).__name__}"
+        )
     return [Path(p) for p in source]

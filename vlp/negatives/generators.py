@@ -68,9 +68,19 @@ _NP_START = DET | NUM | ADJ | NOUN | POSS | PRON | PROPN
 # -- validation ---------------------------------------------------------------------------
 
 
+#: Longest caption the generators take, in characters: 50 times CLIP's 77-token context.
+#: (``swap`` grows faster than linearly: 20,000 characters took 8 s.)
+MAX_CAPTION_CHARS = 4096
+
+
 def _check_caption(caption: object, name: str = "caption") -> str:
     if not isinstance(caption, str):
         raise TypeError(f"{name} must be a str, got {type(caption).__name__}")
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise ValueError(
+            f"{name} must have at most {MAX_CAPTION_CHARS} characters (hard negatives are "
+            f"made for short captions; split long ones into sentences), got {len(caption)}"
+        )
     return caption
 
 
