@@ -179,6 +179,7 @@ def _baselines() -> dict[str, Baseline]:
             image_features=f,
             text_features=t,
             negative_features=_feat(seed=7),
+            negative_mask=None,
             logit_scale=10.0,
         ),
         "losses.hard_negative_loss": _fn(
@@ -309,8 +310,8 @@ def _baselines() -> dict[str, Baseline]:
             lambda: _resolve("masking.ClusterMasking")(4, generator=_g(16), backend="torch"),
             images=images,
         ),
-        "heads.LogitScale": _fn("heads.LogitScale", init=10.0),
-        "heads.TeacherMemoryBank": _fn("heads.TeacherMemoryBank", size=8, dim=4),
+        "losses.LogitScale": _fn("losses.LogitScale", init=10.0),
+        "losses.TeacherMemoryBank": _fn("losses.TeacherMemoryBank", size=8, dim=4),
         "heads.cosine_momentum": _fn("heads.cosine_momentum", step=3, total_steps=10, base=0.99),
         "heads.CrossAttentionPooler()": _module_call(
             lambda: _resolve("heads.CrossAttentionPooler")(8, 2),

@@ -29,15 +29,12 @@ KNOWN: dict[str, str] = {
     "eval.evaluate_shapes": "new recipe helper: model/tokenize types unchecked",
     "eval.metrics_table": "new recipe helper: runs type unchecked",
     "optim.param_groups": "message names no argument when nothing requires grad",
-    "losses.ClipLoss": "learnable_scale=None reaches LogitScale unchecked (moving to vlp.losses)",
-    "losses.FSCCLIPLoss": "as losses.ClipLoss",
-    "losses.SigLipLoss": "as losses.ClipLoss (learnable=None); chunk_size of a wrong type",
-    "losses.COSMOSLoss": "as losses.ClipLoss",
-    "losses.ContrastiveDistillationLoss": "as losses.ClipLoss",
-    "heads.LogitScale": "learnable=None unchecked (LogitScale is moving to vlp.losses)",
-    "heads.TeacherMemoryBank": "size of 10**12 allocates (bank is moving to vlp.losses)",
-    "losses.LogitScale": "as heads.LogitScale",
-    "losses.TeacherMemoryBank": "as heads.TeacherMemoryBank",
+    "optim.warmup_cosine_scheduler": "new recipe helper: optimizer type unchecked",
+    "data.read_manifest": "new with the atomic shards (issue 17.2): path type unchecked",
+    "losses.SigLipLoss": "chunk_size of a wrong type compared before its type check",
+    "losses.contrastive_distillation_loss": "reworked distillation (issue 12): a non-tensor "
+    "student_image reaches a truth test",
+    "losses.ContrastiveDistillationLoss": "as losses.contrastive_distillation_loss",
 }
 
 

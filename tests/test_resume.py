@@ -239,3 +239,31 @@ def test_module_states_are_safetensors_ready() -> None:
         assert back.keys() == state.keys(), name
         for key, value in state.items():
             assert torch.equal(back[key], value), (name, key)
+
+
+def test_memory_bank_failed_load_changes_nothing_and_size_is_bounded() -> None:
+    bank = TeacherMemoryBank(6, 4, init="empty")
+    bank.enqueue(torch.ones(4, 4))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    donor = TeacherMemoryBank(6, 4, generator=torch.Generator().manual_seed(1))
+    bad = donor.state_dict()
+    bad["filled"] = torch.tensor(7)  # more than the bank holds; bank and pointer are fine
+    with pytest.raises(RuntimeError, match="inconsistent"):
+        bank.load_state_dict(bad)
+    for key, value in bank.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert len(bank) == 4 and bank._pointer == 4  # host mirrors agree with the buffers
+    bad = donor.state_dict()
+    bad["bank"] = torch.zeros(5, 4)
+    with pytest.raises(RuntimeError, match=r"bank must have shape \(6, 4\)"):
+        bank.load_state_dict(bad)
+    assert len(bank) == 4
+    with pytest.raises(ValueError, match=r"size \* dim must be at most"):
+        TeacherMemoryBank(10**12, 4)
+
+
+def test_logit_scale_refuses_non_finite_state() -> None:
+    scale = LogitScale(10.0)
+    with pytest.raises(RuntimeError, match="log_scale must be finite"):
+        scale.load_state_dict({"log_scale": torch.tensor(float("nan"))})
+    assert float(scale()) == pytest.approx(10.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +63,30 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(
             torch.full((), math.log(init), device=device, dtype=dtype),
             requires_grad=learnable_scale,
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # A NaN or infinite scale would turn every loss into NaN at the next step.
+        value = state_dict.get(prefix + "log_scale")
+        if (
+            isinstance(value, torch.Tensor)
+            and value.numel() == 1
+            and not value.is_meta
+            and not bool(torch.isfinite(value).all())
+        ):
+            error_msgs.append(f"{prefix}log_scale must be finite, got {float(value)}")
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def forward(self) -> torch.Tensor:

@@ -14,6 +14,10 @@ from vlp.distributed import ProcessGroup, all_gather_no_grad, all_gather_sizes, 
 __all__ = ["TeacherMemoryBank"]
 
 
+#: Most values a bank holds (size x dim): 2**31, 8 GiB in float32.
+MAX_BANK_ELEMENTS = 2**31
+
+
 def _check_size(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -74,6 +78,12 @@ class TeacherMemoryBank(nn.Module):
         super().__init__()
         self.size = _check_size("size", size)
         self.dim = _check_size("dim", dim)
+        if size * dim > MAX_BANK_ELEMENTS:
+            # S-SMKE's bank is 65,536 x 768 = 5e7; 10**12 rows would try to allocate terabytes.
+            raise ValueError(
+                f"size * dim must be at most {MAX_BANK_ELEMENTS} (2**31 values), got size={size}, "
+                f"dim={dim}"
+            )
         if init not in ("random_unit", "empty"):
             raise ValueError(f"init must be 'random_unit' or 'empty', got {init!r}")
         self.init = init
@@ -91,7 +101,47 @@ class TeacherMemoryBank(nn.Module):
         # Host mirrors of pointer/filled, so that enqueue and negatives never sync a device.
         self._pointer = 0
         self._filled = filled
-        self.register_load_state_dict_post_hook(_refresh_host_counters)  # type: ignore[no-untyped-call]
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # All or nothing: the buffers and their host mirrors must never disagree, so every
+        # entry is checked (one host read of pointer and filled, per load) before any copy.
+        own = {"bank": self.bank, "pointer": self.pointer, "filled": self.filled}
+        counters = {}
+        for name, buffer in own.items():
+            value = state_dict.get(prefix + name)
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor) or value.shape != buffer.shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                error_msgs.append(
+                    f"{prefix}{name} must have shape {tuple(buffer.shape)}, got {shape}"
+                )
+                return
+            if name != "bank":
+                counters[name] = int(value)
+        pointer = counters.get("pointer", self._pointer)
+        filled = counters.get("filled", self._filled)
+        if not (0 <= pointer < self.size and 0 <= filled <= self.size):
+            error_msgs.append(
+                f"loaded TeacherMemoryBank state is inconsistent: pointer={pointer}, "
+                f"filled={filled} for size={self.size}"
+            )
+            return
+        errors = len(error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if len(error_msgs) == errors:
+            self._pointer, self._filled = pointer, filled
 
     def __len__(self) -> int:
         """Number of valid entries: ``size`` once the bank has been filled."""
@@ -179,15 +229,3 @@ class TeacherMemoryBank(nn.Module):
     def extra_repr(self) -> str:
         """Show size, width, init and fill state."""
         return f"size={self.size}, dim={self.dim}, init={self.init!r}, filled={self._filled}"
-
-
-def _refresh_host_counters(module: nn.Module, incompatible_keys: Any) -> None:
-    # One host read per load_state_dict, never per step.
-    assert isinstance(module, TeacherMemoryBank)
-    pointer, filled = int(module.pointer), int(module.filled)
-    if not (0 <= pointer < module.size and 0 <= filled <= module.size):
-        raise ValueError(
-            f"loaded TeacherMemoryBank state is inconsistent: pointer={pointer}, "
-            f"filled={filled} for size={module.size}"
-        )
-    module._pointer, module._filled = pointer, filled
