@@ -488,6 +488,11 @@ class ClusterMasking(nn.Module):
         elif not self._calibrated:
             # One host sync, on the first call only (a loaded state dict may hold tau).
             if bool(torch.isnan(self.threshold)):
+                if scores.is_meta:
+                    raise ValueError(
+                        "images must hold values to calibrate the threshold (got a meta "
+                        "tensor); pass a fixed threshold or a calibrated state"
+                    )
                 tau = calibrate_threshold(scores, self.target_ratio, min_ratio=self.min_ratio)
                 self._check_calibration(scores, tau)
                 self.threshold.copy_(tau.threshold)
@@ -623,8 +628,6 @@ class ClusterMasking(nn.Module):
             ``Lk = L``, ``keep_idx = arange(L)`` and no fillers.
         """
         images = check_images(images)
-        if images.is_meta and self.training:
-            raise ValueError("images must hold values (the masks are drawn from them), got meta")
         batch = images.shape[0]
         gh, gw = grid_size((images.shape[2], images.shape[3]), self.patch_size)
         num_patches = gh * gw
