@@ -68,9 +68,9 @@ _NP_START = DET | NUM | ADJ | NOUN | POSS | PRON | PROPN
 # -- validation ---------------------------------------------------------------------------
 
 
-#: Longest caption the generators take, in characters: 50 times CLIP's 77-token context.
+#: Longest caption the generators take, in characters (about 130 times CLIP's 77 tokens).
 #: (``swap`` grows faster than linearly: 20,000 characters took 8 s.)
-MAX_CAPTION_CHARS = 4096
+MAX_CAPTION_CHARS = 10_000
 
 
 def _check_caption(caption: object, name: str = "caption") -> str:
