@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "_checks": 0,
     "_deprecated": 0,
     "_lazy": 0,
+    "_hub": 0,  # save_pretrained / from_pretrained for the weight-carrying modules
     "_patches": 1,
     "distributed": 1,
     "kernels": 2,

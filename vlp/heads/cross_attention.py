@@ -23,6 +23,7 @@ from vlp._checks import (
     check_same_device,
     check_shape,
 )
+from vlp._hub import HubMixin
 from vlp.kernels import Backend
 from vlp.kernels.attention import attention
 
@@ -46,7 +47,7 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
-class CrossAttentionPooler(nn.Module):
+class CrossAttentionPooler(HubMixin, nn.Module):
     r"""One multi-head cross-attention of queries over tokens, plus the raw-query residual.
 
     For a query $q$ (a pooled embedding) and the tokens $X$ of the same sample
@@ -223,7 +224,7 @@ class CrossAttentionPooler(nn.Module):
         )
 
 
-class COSMOSHead(nn.Module):
+class COSMOSHead(HubMixin, nn.Module):
     """The cross-modal part of COSMOS: two token mappings and two cross-attention poolers.
 
     The modules COSMOS adds to a CLIP model (Kim et al., CVPR 2025; reference implementation).

@@ -54,6 +54,8 @@ def renamed_keywords(**renames: str | tuple[str, Callable[[Any], Any]]) -> Calla
                 )
             return function(*args, **kwargs)
 
+        wrapper.__vlp_renames__ = renames  # type: ignore[attr-defined]  # read by vlp._hub
+
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from vlp._checks import check_bool, check_float
+from vlp._hub import HubMixin
 from vlp.losses._renamed import renamed_keywords
 
 __all__ = ["LogitScale"]
 
 
-class LogitScale(nn.Module):
+class LogitScale(HubMixin, nn.Module):
     """Learnable multiplier of the similarity logits, parametrised as ``exp(log_scale)``.
 
     CLIP learns the temperature as a log-parametrised scalar initialised to 1/0.07 and

@@ -35,6 +35,7 @@ from vlp._checks import (
     check_shape,
     check_tensor,
 )
+from vlp._hub import HubMixin
 from vlp.adapters.pretrained import OpenClipTextEncoder, TimmViTEncoder
 
 __all__ = [
@@ -314,7 +315,7 @@ ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 TextEncoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class SSMKE(nn.Module):
+class SSMKE(HubMixin, nn.Module):
     """The S-SMKE student: two unimodal encoders under one shared block.
 
     ``encode_image`` / ``encode_text`` run the modality's encoder, add the token-type
