@@ -14,7 +14,8 @@ from open_clip.transformer import TextTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 from vlp.adapters import OpenClipTextEncoder, TimmViTEncoder
-from vlp.heads import COSMOSHead, CrossAttentionPooler, LogitScale
+from vlp.heads import COSMOSHead, CrossAttentionPooler
+from vlp.losses import LogitScale
 from vlp.models import SSMKE, build_ssmke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,14 @@ def test_cosmos_head_and_logit_scale_round_trip(tmp_path):
     assert float(back().detach()) == float(scale().detach()) and back.max_scale == 50.0
     half = LogitScale.from_pretrained(tmp_path / "scale", dtype=torch.float16)
     assert half.log_scale.dtype == torch.float16
+    # a deprecated keyword name is recorded under the current one
+    with pytest.warns(DeprecationWarning):
+        old_names = LogitScale(init=30.0, learnable=False)
+    assert old_names.hub_config["init_scale"] == 30.0
+    assert old_names.hub_config["learnable_scale"] is False
+    assert "init" not in old_names.hub_config
+    again = LogitScale.from_pretrained(old_names.save_pretrained(tmp_path / "old"))
+    assert not again.log_scale.requires_grad
 
 
 def _vit() -> VisionTransformer:
@@ -185,7 +194,8 @@ def test_import_and_local_round_trip_do_not_import_huggingface_hub(tmp_path):
     code = (
         "import sys, tempfile\n"
         "import vlp, vlp.heads, vlp.models\n"
-        "from vlp.heads import CrossAttentionPooler, LogitScale\n"
+        "from vlp.heads import CrossAttentionPooler\n"
+        "from vlp.losses import LogitScale\n"
         "d = tempfile.mkdtemp()\n"
         "CrossAttentionPooler(8, 2).save_pretrained(d)\n"
         "CrossAttentionPooler.from_pretrained(d)\n"

@@ -79,6 +79,20 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _renamed(init: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with deprecated keyword names (``vlp.losses._renamed``) made current."""
+    renames = getattr(init, "__vlp_renames__", None)
+    if not renames or not any(old in kwargs for old in renames):
+        return kwargs
+    out = dict(kwargs)
+    for old, target in renames.items():
+        if old in out:
+            new, convert = (target, None) if isinstance(target, str) else target
+            value = out.pop(old)
+            out[new] = value if convert is None else convert(value)
+    return out
+
+
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -108,7 +122,7 @@ class HubMixin:
             outermost = "_hub_pending" not in state and "_hub_config" not in state
             if outermost:  # the class actually built records, not its bases
                 try:
-                    bound = signature.bind(self, *args, **kw)
+                    bound = signature.bind(self, *args, **_renamed(init, kw))
                 except TypeError:
                     init(self, *args, **kw)  # let __init__ report its own arguments
                     return
