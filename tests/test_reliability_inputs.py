@@ -238,6 +238,12 @@ def test_cosmos_head_errors() -> None:
 # --- findings of the fuzz harness (tests/fuzz_harness.py), one line each ------------------
 
 
+def _frozen_teacher_tensor_flag() -> None:
+    from vlp.heads import FrozenTeacher
+
+    FrozenTeacher(torch.nn.Linear(2, 2), normalize=torch.ones(3))  # type: ignore[arg-type]
+
+
 def _fuzz_cases() -> list[tuple[str, object, type[Exception], str]]:
     from vlp import adapters, eval, masking, models
 
@@ -245,6 +251,7 @@ def _fuzz_cases() -> list[tuple[str, object, type[Exception], str]]:
     anchors = torch.tensor([[0, 5], [3, 9]])
     clip = make_clip()
     return [
+        ("frozen_flag", _frozen_teacher_tensor_flag, TypeError, "normalize must be a bool"),
         (
             "generator",
             lambda: masking.sample_anchors(2, 16, 2, generator=3),

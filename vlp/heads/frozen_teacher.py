@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_state_dict, check_tensor
+from vlp._checks import check_bool, check_state_dict, check_tensor
 
 __all__ = ["FrozenTeacher"]
 
@@ -87,10 +87,10 @@ class FrozenTeacher(nn.Module):
             raise TypeError(f"feature_fn must be callable, got {type(feature_fn).__name__}")
         self.model = model
         self.feature_fn: FeatureFn = _call_model if feature_fn is None else feature_fn
-        self.normalize = bool(normalize)
-        self.use_cache = bool(cache)
+        self.normalize = check_bool("normalize", normalize)
+        self.use_cache = check_bool("cache", cache)
         self._cache: dict[int, torch.Tensor] = {}
-        self.persistent = bool(persistent)
+        self.persistent = check_bool("persistent", persistent)
         if not self.persistent:
             self.register_state_dict_post_hook(_drop_model_entries)  # type: ignore[no-untyped-call]
             self.register_load_state_dict_pre_hook(_fill_model_entries)  # type: ignore[no-untyped-call]
