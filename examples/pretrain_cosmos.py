@@ -18,6 +18,12 @@ shapes data twice and prints the evaluation table side by side:
   ``optimizer.step()``, as in the reference. The table reports the student's plain
   embeddings (the cross-attention is used only for the loss), and the teacher's.
 
+A second table scores zero-shot semantic segmentation of held-out scenes by shape and by
+colour (mIoU over object pixels, ``vlp.eval.evaluate_shapes_segmentation``): COSMOS's third
+task family, SCLIP's protocol (correlative self-attention in the last block through
+``vlp.adapters.open_clip_dense_features``, sliding windows), beside the chance level of
+uniform random labels. ``--seg-size 0`` skips it.
+
     python examples/pretrain_cosmos.py --threads 1                 # both runs, CPU
     python examples/pretrain_cosmos.py --methods cosmos --steps 1000 --json cosmos.json
 
@@ -30,6 +36,7 @@ false (see ``--help`` for the knobs).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import random
@@ -45,13 +52,18 @@ import open_clip
 import torch
 import torchvision.transforms.v2.functional as TF
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vlp.adapters import open_clip_multi_crop_tokens, open_clip_text_tokens
+from vlp.adapters import (
+    open_clip_dense_features,
+    open_clip_multi_crop_tokens,
+    open_clip_text_tokens,
+)
 from vlp.augment import MultiCropTransform, split_sentences, text_crop
 from vlp.data.shapes import ShapesDataset, collate_shapes
-from vlp.eval import evaluate_shapes, metrics_table
+from vlp.eval import evaluate_shapes, evaluate_shapes_segmentation, metrics_table
 from vlp.heads import COSMOSHead, EMATeacher
 from vlp.losses import COSMOSLoss
 from vlp.optim import param_groups, warmup_cosine_scheduler
@@ -76,6 +88,9 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 parser.add_argument("--eval-size", type=int, default=1000, help="images per evaluation split")
+parser.add_argument(
+    "--seg-size", type=int, default=200, help="images for the segmentation table (0: skip)"
+)
 parser.add_argument("--json", default=None, help="write metrics and histories as JSON here")
 args = parser.parse_args()
 
@@ -100,22 +115,42 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
 tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=32)  # open_clip's BPE
 
 
-def train_clip() -> tuple[dict[str, float], dict[str, list[float]], float]:
-    """The baseline: run examples/train_clip.py with this recipe's settings; read its JSON."""
+def tiny_clip() -> open_clip.CLIP:
+    """The baseline recipe's tiny open_clip CLIP: a ViT on 64x64 images with 8x8 patches,
+    2 layers, width 64; a 2-layer text transformer with a 32-token context."""
+    return open_clip.CLIP(
+        embed_dim=64,
+        vision_cfg=CLIPVisionCfg(
+            image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
+        ),
+    ).to(device)
+
+
+def train_clip() -> tuple[dict[str, float], dict[str, list[float]], float, nn.Module]:
+    """The baseline: run examples/train_clip.py with this recipe's settings; read its JSON
+    and its checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.json"
+        weights = Path(tmp) / "clip.safetensors"
         command = [sys.executable, str(Path(__file__).resolve().parent / "train_clip.py")]
         for flag, value in (
             ("--steps", args.steps), ("--batch-size", args.batch_size), ("--lr", args.lr),
             ("--weight-decay", args.weight_decay), ("--warmup", args.warmup),
             ("--seed", args.seed), ("--device", args.device), ("--eval-size", args.eval_size),
-            ("--threads", args.threads), ("--json", out),
+            ("--threads", args.threads), ("--json", out), ("--out", weights),
         ):  # fmt: skip
             if value is not None:
                 command += [flag, str(value)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         report = json.loads(out.read_text())
-    return report["metrics"], {"loss": report["history"]["loss"]}, report["train_seconds"]
+        state = load_file(str(weights))
+    model = tiny_clip()
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    history = {"loss": report["history"]["loss"]}
+    return report["metrics"], history, report["train_seconds"], model
 
 
 def train_batches() -> Iterator[dict[str, Any]]:
@@ -157,17 +192,7 @@ def cosmos_views(
 
 def train_cosmos() -> tuple[nn.Module, nn.Module, dict[str, list[float]]]:
     torch.manual_seed(args.seed)
-    # The baseline recipe's tiny open_clip CLIP: a ViT on 64x64 images with 8x8 patches,
-    # 2 layers, width 64; a 2-layer text transformer with a 32-token context.
-    model = open_clip.CLIP(
-        embed_dim=64,
-        vision_cfg=CLIPVisionCfg(
-            image_size=64, patch_size=8, width=64, layers=2, head_width=32, mlp_ratio=2.0
-        ),
-        text_cfg=CLIPTextCfg(
-            context_length=32, vocab_size=49408, width=64, heads=2, layers=2, mlp_ratio=2.0
-        ),
-    ).to(device)
+    model = tiny_clip()
     model.logit_scale.requires_grad_(False)  # the two temperatures live in COSMOSLoss
     embed_dim = model.text_projection.shape[1]
     head = COSMOSHead(
@@ -244,17 +269,31 @@ def evaluate(model: nn.Module) -> dict[str, float]:
     )  # fmt: skip
 
 
+def segment(model: nn.Module) -> dict[str, float]:
+    """Zero-shot segmentation by shape and colour, SCLIP's CSA in the last block."""
+    return evaluate_shapes_segmentation(
+        functools.partial(open_clip_dense_features, model), model, tokenize,
+        preprocess=to_model_input, device=device, num_images=args.seg_size,
+    )  # fmt: skip
+
+
 results: dict[str, dict[str, float]] = {}
+segmentation: dict[str, dict[str, float]] = {}
 report: dict[str, Any] = {"args": vars(args), "seconds": {}, "history": {}}
 for method in methods:
     start = time.perf_counter()
     if method == "clip":
-        results["clip"], history, report["seconds"]["clip"] = train_clip()
+        results["clip"], history, report["seconds"]["clip"], clip_model = train_clip()
+        if args.seg_size:
+            segmentation["clip"] = segment(clip_model)
     else:
         model, teacher_model, history = train_cosmos()
         report["seconds"]["cosmos"] = time.perf_counter() - start
         results["cosmos"] = evaluate(model)
         results["cosmos teacher"] = evaluate(teacher_model)
+        if args.seg_size:
+            segmentation["cosmos"] = segment(model)
+            segmentation["cosmos teacher"] = segment(teacher_model)
     report["history"][method] = history
     loss = history["loss"]
     print(
@@ -264,8 +303,19 @@ for method in methods:
     )
 
 print(metrics_table(results))
+if segmentation:
+    # mIoU per run, and the chance level of uniform random labels (the same for every run).
+    seg_runs = {
+        run: {k: v for k, v in m.items() if k.startswith("seg mIoU")}
+        for run, m in segmentation.items()
+    }
+    first = next(iter(segmentation.values()))
+    seg_runs["chance"] = {k.replace("chance", "mIoU"): v for k, v in first.items() if "chance" in k}
+    print()
+    print(metrics_table(seg_runs))
 if args.json:
     report["metrics"] = results
+    report["segmentation"] = seg_runs if segmentation else {}
     Path(args.json).write_text(json.dumps(report, indent=1))
 if "clip" in results and "cosmos" in results:
     recalls = [m for m in results["clip"] if "R@" in m]

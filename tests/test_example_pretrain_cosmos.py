@@ -21,7 +21,7 @@ def _run_recipe(tmp_path: Path, *args: str) -> dict[str, Any]:
 def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
     result = _run_recipe(
         tmp_path, "--steps", "2", "--batch-size", "6", "--eval-size", "20", "--num-local", "2",
-        "--num-text-local", "2", "--warmup", "1",
+        "--num-text-local", "2", "--warmup", "1", "--seg-size", "3",
     )  # fmt: skip
     metrics = result["metrics"]
     assert list(metrics) == ["clip", "cosmos", "cosmos teacher"]
@@ -35,10 +35,20 @@ def test_recipe_runs_a_few_steps(tmp_path: Path) -> None:
         # Near initialisation every term is close to the chance level ln(B) = ln 6.
         assert abs(clip - math.log(6)) < 1.0 and abs(distill - math.log(6)) < 1.0
     # The table prints the runs side by side, as the JSON holds them.
-    (table,) = parse_tables(result["stdout"])
+    table, seg_table = parse_tables(result["stdout"])
     assert list(table) == ["clip", "cosmos", "cosmos teacher"]
     for name, run in metrics.items():
         assert table[name] == {k: float(f"{100 * v:.1f}") for k, v in run.items()}
+    # The segmentation table: mIoU by shape and colour per run, and the chance column.
+    seg = result["segmentation"]
+    assert list(seg) == ["clip", "cosmos", "cosmos teacher", "chance"]
+    for name, run in seg.items():
+        assert list(run) == ["seg mIoU shape", "seg mIoU colour"]
+        assert all(0.0 <= v <= 1.0 for v in run.values())
+        assert seg_table[name] == {k: float(f"{100 * v:.1f}") for k, v in run.items()}
+    # Uniform labels over 6 shapes / 8 colours score well below 1/6 and 1/8 of the pixels.
+    assert 0.0 < seg["chance"]["seg mIoU shape"] < 1 / 6
+    assert 0.0 < seg["chance"]["seg mIoU colour"] < 1 / 8
 
 
 def test_recipe_rejects_unknown_methods(tmp_path: Path) -> None:
