@@ -96,7 +96,7 @@ def test_strided_inputs_are_read_in_place() -> None:
 
 
 def test_module_masks_agree_across_backends() -> None:
-    images = _images(4, 32, 32, seed=5)
+    images = _images(4, 32, 32, seed=5).to(DEVICE)
     keeps = [
         ClusterMasking(
             8, threshold=0.3, backend=b, generator=torch.Generator().manual_seed(2)

@@ -200,10 +200,10 @@ def test_round_bf16_matches_torch_round_to_nearest_even(device):
     assert torch.equal(y.view(torch.int32), want.view(torch.int32))
 
 
-def test_triton_rejects_float64_explicitly():
+def test_triton_rejects_float64_explicitly(device):
     if not triton_runnable():
         pytest.skip("triton cannot run here")
-    a = torch.randn(3, 2, dtype=torch.float64)
+    a = torch.randn(3, 2, dtype=torch.float64, device=device)
     with pytest.raises(TypeError, match="float64"):
         tiled_logsumexp(a, a, 1.0, backend="triton")
 
