@@ -79,10 +79,11 @@ def image_encoder() -> VisionTransformer:
 
 
 def text_encoder() -> TextTransformer:
-    """The text tower: open_clip's causal text transformer (BPE vocabulary, 32 tokens)."""
+    """The text tower, BERT-like: an open_clip text transformer (BPE vocabulary, 32 tokens)
+    run bidirectionally and pooled at the start token, as S-SMKE's BERT student is at [CLS]."""
     return TextTransformer(
         context_length=32, vocab_size=49408, width=WIDTH, heads=HEADS, layers=DEPTH,
-        mlp_ratio=2.0, output_dim=NUM_LABELS,
+        mlp_ratio=2.0, output_dim=NUM_LABELS, no_causal_mask=True, pool_type="first",
     )  # fmt: skip
 
 
