@@ -30,6 +30,7 @@ __all__ = [
     "check_shape",
     "check_state_dict",
     "check_tensor",
+    "values_readable",
 ]
 
 
@@ -100,11 +101,24 @@ def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
         raise ValueError(f"all tensors must be on the same device, got {desc}")
 
 
+def values_readable(value: torch.Tensor) -> bool:
+    """Whether a check may read ``value``'s elements on the host.
+
+    True for CPU tensors in eager mode. False on an accelerator (the read would
+    synchronise the device at every step) and under ``torch.compile`` (a graph cannot
+    branch on tensor values; a compiled run skips these checks).
+    """
+    return value.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_finite(name: str, value: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``value`` holds NaN or inf.
 
-    This synchronises with the device; call it only on inputs, never in a loop.
+    This synchronises with the device; call it only on inputs, never in a loop. Under
+    ``torch.compile`` it does nothing (see `values_readable`).
     """
+    if torch.compiler.is_compiling():
+        return
     if not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
@@ -114,7 +128,7 @@ def _as_float(name: str, value: float | torch.Tensor) -> float | None:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
-        if value.requires_grad or value.is_cuda:
+        if value.requires_grad or not values_readable(value):
             # Avoid a host sync on the hot path; learnable values are checked by their module.
             return None
         return float(value.detach())

@@ -124,11 +124,11 @@ def centred_patches(
     """
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     x = patchify(images, patch_size).to(dtype)
-    if x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
-        x = x.clone()  # patchify returned a view (a one-patch grid): never write the input
-    x -= x.mean(dim=-1, keepdim=True)
+    # Out of place: patchify may return a view of the input (a one-patch grid). (The
+    # storage comparison this replaces cannot be traced by torch.compile.)
+    x = x - x.mean(dim=-1, keepdim=True)
     # A second centring removes the rounding residue of the first, so that a flat patch
     # is exactly zero rather than a constant of order 1e-7.
-    x -= x.mean(dim=-1, keepdim=True)
+    x = x - x.mean(dim=-1, keepdim=True)
     norm = torch.linalg.vector_norm(x, dim=-1)
     return x, norm, torch.isfinite(norm) & (norm > eps * math.sqrt(x.shape[-1]))

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from vlp._checks import check_bool_mask, check_shape, check_tensor
+from vlp._checks import check_bool_mask, check_shape, check_tensor, values_readable
 from vlp._deprecated import deprecated_getattr
 
 __all__ = ["DenseTokens", "text_token_mask"]
@@ -112,7 +112,7 @@ def check_keep_indices(
         raise TypeError(f"keep_idx must have dtype torch.int64, got {keep.dtype}")
     if keep.shape[1] == 0:
         raise ValueError("keep_idx must keep at least one patch, got K = 0")
-    if keep.device.type == "cpu":
+    if values_readable(keep):
         low, high = int(keep.min()), int(keep.max())
         if low < 0 or high >= num_patches:
             raise ValueError(

@@ -21,7 +21,13 @@ from typing import NamedTuple
 
 import torch
 
-from vlp._checks import check_positive, check_same_device, check_shape, check_tensor
+from vlp._checks import (
+    check_positive,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    values_readable,
+)
 from vlp._patches import centred_patches, check_images, grid_size, pair
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
@@ -45,7 +51,7 @@ def _validate(
     if anchors.shape[1] == 0:
         raise ValueError(f"anchors must hold at least one anchor per image, got {anchors.shape}")
     # Range check on the CPU only: on CUDA it would synchronise the device.
-    if anchors.device.type == "cpu":
+    if values_readable(anchors):
         lo, hi = int(anchors.min()), int(anchors.max())
         if lo < 0 or hi >= gh * gw:
             raise ValueError(

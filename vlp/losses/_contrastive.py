@@ -14,6 +14,7 @@ from vlp._checks import (
     check_same_shape,
     check_shape,
     check_tensor,
+    values_readable,
 )
 
 __all__ = [
@@ -55,7 +56,7 @@ def check_pair(
     check_matrix_rows("text_features", text_features, allow_empty=allow_empty)
     check_same_shape("image_features", image_features, "text_features", text_features)
     check_same_device(("image_features", image_features), ("text_features", text_features))
-    if image_features.device.type == "cpu" and not torch.compiler.is_compiling():
+    if values_readable(image_features):
         check_finite("image_features", image_features)
         check_finite("text_features", text_features)
 
@@ -93,8 +94,7 @@ def as_scalar(
                 f"{name} must be on the features' device {like.device}, got {value.device}"
             )
         scalar = value.reshape(())
-        readable = scalar.device.type == "cpu" and not torch.compiler.is_compiling()
-        v = float(scalar.detach()) if readable else None
+        v = float(scalar.detach()) if values_readable(scalar) else None
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     else:

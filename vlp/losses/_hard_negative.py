@@ -14,6 +14,7 @@ from vlp._checks import (
     check_nonempty,
     check_shape,
     check_tensor,
+    values_readable,
 )
 
 __all__ = [
@@ -53,7 +54,7 @@ def check_features(
             raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
     else:
         check_nonempty(name, tensor)
-    if finite and tensor.device.type == "cpu":
+    if finite and values_readable(tensor):
         check_finite(name, tensor)
     return tensor
 

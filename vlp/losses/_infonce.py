@@ -195,11 +195,13 @@ def pair_loss(
         labels = torch.arange(row_offset, row_offset + rows, device=image.device)
         targets = None
     else:
+        labels = None
         positives = (row_ids[:, None] == all_ids[None, :]).to(logits_per_image.dtype)
         targets = positives / positives.sum(dim=1, keepdim=True)
 
     def directional(logits: torch.Tensor) -> torch.Tensor:
-        target = labels if targets is None else targets
+        target = targets if labels is None else labels
+        assert target is not None
         ce = F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
         return weight * ce
 
@@ -209,6 +211,7 @@ def pair_loss(
     if not return_details:
         return loss
     if targets is None:
+        assert labels is not None
         targets = F.one_hot(labels, total).to(logits_per_image.dtype)
     return PairDetails(loss, loss_i2t, loss_t2i, logits_per_image, logits_per_text, targets)
 

@@ -25,6 +25,7 @@ from vlp._checks import (
     check_floating,
     check_same_device,
     check_tensor,
+    values_readable,
 )
 from vlp.distributed import ProcessGroup
 from vlp.kernels import Backend
@@ -93,7 +94,7 @@ def _check_features(
                 f"got {tuple(value.shape)}"
             )
     check_same_device(*named)
-    if student_image.device.type == "cpu" and not torch.compiler.is_compiling():
+    if values_readable(student_image):
         for name, value in named:
             check_finite(name, value)
 
@@ -116,7 +117,7 @@ def _bank_tensor(
         raise ValueError(f"bank must be on the features' device {like.device}, got {bank.device}")
     if bank.shape[0] == 0:
         return None
-    if bank.device.type == "cpu":
+    if values_readable(bank):
         check_finite("bank", bank)
     return bank.detach().to(like.dtype)
 
@@ -381,7 +382,7 @@ def feature_distillation_loss(
     beta = check_float("beta", beta, low=0, low_inclusive=False)
     check_bool("normalize", normalize)
     student, teacher = promote(student, teacher)
-    if student.device.type == "cpu" and not torch.compiler.is_compiling():
+    if values_readable(student):
         check_finite("student", student)
         check_finite("teacher", teacher)
 

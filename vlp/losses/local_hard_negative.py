@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_bool, check_bool_mask, check_tensor
+from vlp._checks import check_bool, check_bool_mask, check_tensor, values_readable
 from vlp.losses._contrastive import as_scalar, logits_dtype
 from vlp.losses._hard_negative import (
     check_features,
@@ -248,11 +248,17 @@ def _local_hard_negative_loss(
     """`local_hard_negative_loss` on checked arguments (``scale`` a tensor)."""
     batch, negatives = mask.shape
     device = image_tokens.device
+    if torch.compiler.is_compiling() or device.type == "meta":
+        # mask.nonzero() has a value-dependent size: no static shape for a graph or meta.
+        return _local_loss_static(
+            image_tokens, text_tokens, text_mask, negative_tokens, negative_token_mask, mask,
+            scale, normalizer, sparsify, gamma, eps, missing,
+        )  # fmt: skip
     # Only existing negatives are scored (as the release's compact list); each knows its image.
     owner, slot = mask.nonzero(as_tuple=True)
     rows = torch.cat([text_tokens, negative_tokens[owner, slot]])
     rows_mask = torch.cat([text_mask, negative_token_mask[owner, slot]])
-    if device.type == "cpu" and not bool(rows_mask.any(dim=1).all()):
+    if values_readable(rows_mask) and not bool(rows_mask.any(dim=1).all()):
         empty = int((~rows_mask.any(dim=1)).sum())
         raise ValueError(
             "every caption needs at least one counted token: text_mask (and negative_token_mask "
@@ -265,4 +271,49 @@ def _local_hard_negative_loss(
     positive, negative = scores[:batch], scores[batch:]
     grid = scores.new_zeros(batch, negatives).index_put((owner, slot), negative)
     logits = torch.cat([positive[:, None], grid], dim=1)
+    return _scr(logits, mask, gamma, eps, missing)
+
+
+def _local_loss_static(
+    image_tokens: torch.Tensor,
+    text_tokens: torch.Tensor,
+    text_mask: torch.Tensor,
+    negative_tokens: torch.Tensor,
+    negative_token_mask: torch.Tensor,
+    mask: torch.Tensor,
+    scale: torch.Tensor,
+    normalizer: SimilarityNormalizer,
+    sparsify: bool,
+    gamma: float,
+    eps: float,
+    missing: MissingNegatives,
+) -> torch.Tensor:
+    """The same loss with static shapes, for ``torch.compile`` and meta tensors.
+
+    Every slot is scored.
+
+    The eager path scores only the existing negatives (``mask.nonzero()``, whose size
+    depends on the mask's values). Here a missing slot is scored on zero tokens with one
+    counted token (a finite score, replaced by 0 before SCR, so neither its value nor
+    any gradient reaches the result): the same loss and gradients, at the cost of
+    scoring ``B * N`` captions instead of the existing ones.
+    """
+    batch, negatives = mask.shape
+    flat = mask.reshape(-1)
+    tokens = negative_tokens.flatten(0, 1)
+    tokens = torch.where(flat[:, None, None], tokens, torch.zeros_like(tokens))
+    token_mask = negative_token_mask.flatten(0, 1)
+    first_only = torch.zeros_like(token_mask)
+    first_only[:, 0] = True
+    token_mask = torch.where(flat[:, None], token_mask, first_only)
+    rows = torch.cat([text_tokens, tokens])
+    rows_mask = torch.cat([text_mask, token_mask])
+    images = torch.arange(batch, device=image_tokens.device)
+    owners = torch.cat([images, images.repeat_interleave(negatives)])
+    scores = _local_scores(
+        rows, rows_mask, image_tokens, owners, scale, normalizer=normalizer, sparsify=sparsify
+    )
+    grid = scores[batch:].reshape(batch, negatives)
+    grid = torch.where(mask, grid, torch.zeros_like(grid))
+    logits = torch.cat([scores[:batch, None], grid], dim=1)
     return _scr(logits, mask, gamma, eps, missing)

@@ -10,7 +10,14 @@ import math
 
 import torch
 
-from vlp._checks import check_bool_mask, check_finite, check_floating, check_shape, check_tensor
+from vlp._checks import (
+    check_bool_mask,
+    check_finite,
+    check_floating,
+    check_shape,
+    check_tensor,
+    values_readable,
+)
 from vlp.losses._contrastive import logits_dtype
 from vlp.losses._hard_negative import (
     MissingNegatives,
@@ -90,7 +97,7 @@ def scr_loss(
         raise ValueError(
             f"negative_mask must be on logits' device {logits.device}, got {mask.device}"
         )
-    if logits.device.type == "cpu":
+    if values_readable(logits):
         check_finite("logits", logits)
     gamma = check_gamma(gamma)
     eps = check_smoothing(label_smoothing)

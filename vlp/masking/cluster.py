@@ -486,6 +486,12 @@ class ClusterMasking(nn.Module):
             tau = calibrate_threshold(scores, self.target_ratio, min_ratio=self.min_ratio)
             self.threshold.copy_(tau.threshold)
         elif not self._calibrated:
+            if torch.compiler.is_compiling():
+                raise RuntimeError(
+                    "ClusterMasking calibrates its threshold on the first training batch, "
+                    "which reads tensor values on the host: run that first call eagerly (or "
+                    "pass threshold=, or load a calibrated state dict) before torch.compile"
+                )
             # One host sync, on the first call only (a loaded state dict may hold tau).
             if bool(torch.isnan(self.threshold)):
                 if scores.is_meta:
@@ -592,8 +598,9 @@ class ClusterMasking(nn.Module):
             self.epoch = epoch
         if gen_state is not None and self.generator is not None:
             self.generator.set_state(gen_state)
-        # A loaded NaN means "not calibrated yet"; anything else is kept as is.
-        self._calibrated = self.fixed
+        # A loaded NaN means "not calibrated yet"; anything else is kept as is. Read here,
+        # eagerly, so that a compiled forward never reads the threshold's value.
+        self._calibrated = self.fixed or not bool(torch.isnan(self.threshold))
 
     @property
     def needs_embeddings(self) -> bool:

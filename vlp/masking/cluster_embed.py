@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_float, check_floating, check_shape, check_tensor
+from vlp._checks import check_float, check_floating, check_shape, check_tensor, values_readable
 from vlp._patches import check_images, grid_size, pair, patchify
 
 __all__ = ["embedding_rgb_scores", "embedding_weight"]
@@ -84,7 +84,7 @@ def embedding_rgb_scores(
             raise ValueError(
                 f"{name} must be on the images' device {images.device}, got {t.device}"
             )
-    if anchors.device.type == "cpu" and (int(anchors.min()) < 0 or int(anchors.max()) >= gh * gw):
+    if values_readable(anchors) and (int(anchors.min()) < 0 or int(anchors.max()) >= gh * gw):
         raise ValueError(f"anchors must lie in [0, {gh * gw}), got values outside")
     w = check_float("embed_weight", embed_weight, low=0.0, high=1.0)
     dtype = torch.float64 if torch.float64 in (images.dtype, embeddings.dtype) else torch.float32

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vlp._checks import check_probability, check_shape, check_tensor
+from vlp._checks import check_probability, check_shape, check_tensor, values_readable
 
 __all__ = ["gather_tokens", "num_kept", "patch_dropout", "random_patch_mask", "uniform"]
 
@@ -151,7 +151,7 @@ def gather_tokens(
             f"num_prefix_tokens must lie in [0, {tokens.shape[1]}), got {num_prefix_tokens}"
         )
     num_patches = tokens.shape[1] - num_prefix_tokens
-    if keep_idx.device.type == "cpu" and keep_idx.numel():
+    if values_readable(keep_idx) and keep_idx.numel():
         lo, hi = int(keep_idx.min()), int(keep_idx.max())
         if lo < 0 or hi >= num_patches:
             raise ValueError(f"keep_idx must lie in [0, {num_patches}), got values in [{lo}, {hi}]")

@@ -34,6 +34,7 @@ from vlp._checks import (
     check_input_like,
     check_shape,
     check_tensor,
+    values_readable,
 )
 from vlp._hub import HubMixin
 from vlp.adapters.pretrained import OpenClipTextEncoder, TimmViTEncoder
@@ -230,7 +231,7 @@ class SharedBlock(nn.Module):
                 raise ValueError(
                     f"key_padding must be on the device of x ({x.device}), got {key_padding.device}"
                 )
-            if key_padding.device.type == "cpu" and bool(key_padding.all(dim=1).any()):
+            if values_readable(key_padding) and bool(key_padding.all(dim=1).any()):
                 raise ValueError("key_padding must leave at least one unpadded token per row")
         h = x + self.gamma_1 * self._attention(self.norm1(x), key_padding)
         intermediate = self.fc1(self.norm2(h))
