@@ -66,6 +66,12 @@ def _loss_fn(op: str, impl: str, chunk: int) -> Any:
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    # Both libraries are imported in every case before anything is measured, so that
+    # neither side's figures include (or miss) the other's import-time state.
+    import open_clip.loss  # noqa: F401
+
+    import vlp  # noqa: F401
+
     device = case["device"]
     dtype = getattr(torch, case["dtype"])
     n, d = case["n"], case["d"]
@@ -107,6 +113,13 @@ def presets(name: str) -> list[dict[str, Any]]:
                      "device": "cpu", "direction": "fwd+bwd", "chunk": 1024, "reps": 2}
                 )  # fmt: skip
         return cases
+    if name == "cpu-16k":
+        # Issue 14 item 5: chunked clip_loss (chunk 1024) vs open_clip at N = 16,384, D = 512.
+        return [
+            {"op": "clip", "impl": impl, "n": 16384, "d": 512, "dtype": "float32",
+             "device": "cpu", "direction": "fwd+bwd", "chunk": 1024, "reps": 3}
+            for impl in ("vlp-chunked", "open_clip")
+        ]  # fmt: skip
     if name == "cpu-small":
         return [
             {"op": op, "impl": impl, "n": 2048, "d": 256, "dtype": "float32", "device": "cpu",
@@ -140,7 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case", help="run one case given as JSON and print its row")
     parser.add_argument(
-        "--preset", default="cpu-small", choices=["cpu", "cpu-small", "cuda", "gpu-check"]
+        "--preset",
+        default="cpu-small",
+        choices=["cpu", "cpu-16k", "cpu-small", "cuda", "gpu-check"],
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
