@@ -117,7 +117,7 @@ def presets(name: str) -> list[dict[str, Any]]:
         # Issue 14 item 5: chunked clip_loss (chunk 1024) vs open_clip at N = 16,384, D = 512.
         return [
             {"op": "clip", "impl": impl, "n": 16384, "d": 512, "dtype": "float32",
-             "device": "cpu", "direction": "fwd+bwd", "chunk": 1024, "reps": 3}
+             "device": "cpu", "direction": "fwd+bwd", "chunk": 1024, "reps": 2}
             for impl in ("vlp-chunked", "open_clip")
         ]  # fmt: skip
     if name == "cpu-small":
