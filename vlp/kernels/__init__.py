@@ -4,6 +4,7 @@ Every kernel lives in its own module beside a torch reference. Triton is importe
 lazily: importing :mod:`vlp.kernels` never imports it.
 """
 
+from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops; no Triton import)
 from vlp.kernels._dispatch import (
     ENV_VAR,
     Backend,

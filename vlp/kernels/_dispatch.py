@@ -121,7 +121,8 @@ def resolve_backend(
     # Explicit triton.
     if not triton_supported:
         raise NotImplementedError(f"{op} has no Triton path; use backend='torch' or 'auto'")
-    import_triton()
+    if not torch.compiler.is_compiling():  # the import is not traced (the eager call checked)
+        import_triton()
     if not all(t.is_cuda for t in tensors) and not interpreter_active():
         devices = sorted({str(t.device) for t in tensors})
         raise ValueError(

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp._checks import check_bool_mask, check_floating, check_same_device, check_shape
+from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 from vlp.kernels._precision import device_guard, dot_mode, kernel_flags
@@ -235,26 +236,6 @@ def _kernels() -> Any:
     return _attention_triton
 
 
-class _FusedAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        key_padding_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        out, lse = attention_forward_triton(q, k, v, key_padding_mask)
-        ctx.save_for_backward(q, k, v, key_padding_mask, out, lse)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, k, v, key_padding_mask, out, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward_triton(grad_out, q, k, v, key_padding_mask, out, lse)
-        return dq, dk, dv, None
-
-
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -298,5 +279,6 @@ def attention(
     if which == "torch":
         return attention_reference(q, k, v, key_padding_mask)
     _validate(q, k, v, key_padding_mask)
-    out: torch.Tensor = _FusedAttention.apply(q, k, v, key_padding_mask)
+    # The registered op vlp::attention (vlp.kernels._ops), with its backward.
+    out: torch.Tensor = torch.ops.vlp.attention(q, k, v, key_padding_mask)[0]
     return out

@@ -29,6 +29,7 @@ from vlp._checks import (
     values_readable,
 )
 from vlp._patches import centred_patches, check_images, grid_size, pair
+from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 from vlp.kernels._precision import device_guard
@@ -210,4 +211,8 @@ def cluster_scores(
     if resolve_backend(backend, images, anchors, op="cluster_scores") == "torch":
         with torch.no_grad():
             return _reference(images, anchors, patch, eps)
-    return _cluster_scores_triton(images.detach(), anchors, patch, grid, eps)
+    # The registered op vlp::cluster_scores (vlp.kernels._ops).
+    scores: torch.Tensor = torch.ops.vlp.cluster_scores(
+        images.detach(), anchors, patch[0], patch[1], grid[0], grid[1], float(eps)
+    )
+    return scores

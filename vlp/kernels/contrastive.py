@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp import _checks
+from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import no_autocast, resolve_backend
 from vlp.kernels._precision import device_guard, kernel_flags
@@ -278,6 +279,11 @@ def tiled_logsumexp(
     bias = _as_scalar("logit_bias", logit_bias, a, 0.0)
     _validate(a, b, scale, bias, chunk_size)
     use_triton = _resolve(backend, a, b, "tiled_logsumexp")
+    if use_triton:  # the registered op vlp::lse (vlp.kernels._ops)
+        total: torch.Tensor = torch.ops.vlp.lse(
+            a, b, scale, bias, float(row_weight), float(col_weight)
+        )[0]
+        return total
     out: torch.Tensor = _TiledLSE.apply(
         a, b, scale, bias, float(row_weight), float(col_weight), chunk_size, use_triton
     )
@@ -445,6 +451,12 @@ def tiled_sigmoid_loss(
             raise ValueError(f"{name} must be on the features' device {a.device}, got {t.device}")
     use_triton = _resolve(backend, a, b, "tiled_sigmoid_loss")
     w = 1.0 / n if weight is None else float(weight)
+    if use_triton:  # the registered op vlp::sigmoid_loss (vlp.kernels._ops)
+        with_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, scale, bias))
+        loss: torch.Tensor = torch.ops.vlp.sigmoid_loss(a, b, scale, bias, rid, cid, w, with_grad)[
+            0
+        ]
+        return loss
     out: torch.Tensor = _TiledSigmoid.apply(a, b, scale, bias, rid, cid, w, chunk_size, use_triton)
     return out
 

@@ -76,15 +76,21 @@ def _gather_groups(
     pairs use it.
     """
     first = groups[0][0]
-    index: dict[int, int] = {}
+    # Identity by `is`, not by id(): torch.compile guards on the aliasing pattern (stable
+    # from step to step) rather than on object ids (new tensors every step: a recompile).
+    positions: list[list[int]] = []
     distinct: list[torch.Tensor] = []
     with validated(group, caller):
         for views in groups:
+            slots = []
             for view in views:
-                if id(view) not in index:
+                slot = next((j for j, seen in enumerate(distinct) if seen is view), None)
+                if slot is None:
                     check_pair(first, view, allow_empty=allow_empty(group))
-                    index[id(view)] = len(distinct)
+                    slot = len(distinct)
                     distinct.append(view)
+                slots.append(slot)
+            positions.append(slots)
         distinct = promote(*distinct)
         scale, _ = check_infonce_options(
             distinct[0], logit_scale, None, label_smoothing, local_loss, gather_with_grad, False,
@@ -94,7 +100,7 @@ def _gather_groups(
         distinct, scale, None, None, local_loss=local_loss, gather_with_grad=gather_with_grad,
         group=group, caller=caller,
     )  # fmt: skip
-    return [[gathered[index[id(view)]] for view in views] for views in groups], batch
+    return [[gathered[j] for j in slots] for slots in positions], batch
 
 
 def _mean_over_pairs(
@@ -245,9 +251,18 @@ def cosmos_distillation_loss(
         image_x = _views("student_image", student_image)
         text_x = _views("student_text", student_text)
         # Detach each teacher tensor once, so one passed as both teacher lists is gathered once.
-        detached: dict[int, torch.Tensor] = {}
+        # (Identity by `is`, not id(): see _gather_groups.)
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def detach_once(t: torch.Tensor) -> torch.Tensor:
+            for original, copy in seen:
+                if original is t:
+                    return copy
+            seen.append((t, t.detach()))
+            return seen[-1][1]
+
         targets = [
-            [detached.setdefault(id(t), t.detach()) for t in _views(name, views)]
+            [detach_once(t) for t in _views(name, views)]
             for name, views in (("teacher_image", teacher_image), ("teacher_text", teacher_text))
         ]
         for name, views in (

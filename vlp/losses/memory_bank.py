@@ -98,8 +98,9 @@ class TeacherMemoryBank(nn.Module):
         self.register_buffer("bank", bank)
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("filled", torch.full((), filled, dtype=torch.long, device=device))
-        # Host mirrors of pointer/filled, so that enqueue and negatives never sync a device.
-        self._pointer = 0
+        # Host mirror of filled (the length negatives() returns), so that enqueue and
+        # negatives never sync a device. The pointer lives only on the device: a host
+        # mirror would make torch.compile specialise (and recompile) on every step's value.
         self._filled = filled
 
     def _load_from_state_dict(
@@ -128,7 +129,7 @@ class TeacherMemoryBank(nn.Module):
                 return
             if name != "bank":
                 counters[name] = int(value)
-        pointer = counters.get("pointer", self._pointer)
+        pointer = counters.get("pointer", int(self.pointer))
         filled = counters.get("filled", self._filled)
         if not (0 <= pointer < self.size and 0 <= filled <= self.size):
             error_msgs.append(
@@ -141,7 +142,7 @@ class TeacherMemoryBank(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         if len(error_msgs) == errors:
-            self._pointer, self._filled = pointer, filled
+            self._filled = filled
 
     def __len__(self) -> int:
         """Number of valid entries: ``size`` once the bank has been filled."""
@@ -191,17 +192,17 @@ class TeacherMemoryBank(nn.Module):
         if n == 0:
             return
         rows = rows.to(device=self.bank.device, dtype=self.bank.dtype)
-        start = self._pointer
+        start = self.pointer
         if n > self.size:
             # Only the last `size` rows survive; they start at slot (start + n - size).
-            start = (start + n - self.size) % self.size
+            start = (start + (n - self.size)) % self.size
             rows = rows[n - self.size :]
         slots = (start + torch.arange(rows.shape[0], device=self.bank.device)) % self.size
         self.bank.index_copy_(0, slots, rows)
-        self._pointer = (self._pointer + n) % self.size
-        self._filled = min(self.size, self._filled + n)
-        self.pointer.fill_(self._pointer)
-        self.filled.fill_(self._filled)
+        self.pointer.add_(n).remainder_(self.size)
+        if self._filled < self.size:
+            self._filled = min(self.size, self._filled + n)
+            self.filled.fill_(self._filled)
 
     def negatives(self) -> torch.Tensor:
         """The valid entries, ``(G_valid, D)`` in slot order, detached.
@@ -217,12 +218,12 @@ class TeacherMemoryBank(nn.Module):
         """The valid entries, ``(G_valid, D)``, oldest first (a copy)."""
         if self._filled < self.size:
             return self.bank[: self._filled].detach().clone()
-        return torch.roll(self.bank.detach(), -self._pointer, dims=0)
+        return torch.roll(self.bank.detach(), -int(self.pointer), dims=0)
 
     def reset(self) -> None:
         """Forget every entry (the bank becomes empty, whatever its ``init``)."""
         self.bank.zero_()
-        self._pointer = self._filled = 0
+        self._filled = 0
         self.pointer.zero_()
         self.filled.zero_()
 
