@@ -8,7 +8,9 @@ backward is itself an op (``*_backward``); the backward ops are first order only
 have no autograd of their own: a second derivative through them is an error, never a
 silently wrong value).
 
-``torch.library.custom_op`` (torch >= 2.4) registers them. ``torch.library.triton_op``
+Importing :mod:`vlp.kernels` registers them (this module imports the launchers; the
+public functions call ``torch.ops.vlp.*``). ``torch.library.custom_op`` (torch >= 2.4)
+registers them. ``torch.library.triton_op``
 (which would let inductor see inside the kernels) is not used: the launchers choose
 their tiles from the device at call time, which ``triton_op`` would have to re-trace.
 
@@ -24,6 +26,13 @@ import torch
 from torch import Tensor
 
 from vlp.kernels._dispatch import no_autocast
+from vlp.kernels.attention import attention_backward_triton, attention_forward_triton
+from vlp.kernels.cluster_scores import _cluster_scores_triton
+from vlp.kernels.contrastive import (
+    lse_backward_triton,
+    lse_forward_triton,
+    sigmoid_forward_triton,
+)
 
 __all__ = ["NAMESPACE", "OPS"]
 
@@ -49,8 +58,6 @@ def lse(
     ``lse_col`` is empty when ``col_weight == 0``. Only the first output is
     differentiable; the other two are the statistics its backward replays.
     """
-    from vlp.kernels.contrastive import lse_forward_triton
-
     with no_autocast(a.device):
         lse_row, lse_col = lse_forward_triton(a, b, scale, bias, col_weight != 0.0)
         total = row_weight * lse_row.sum()
@@ -81,8 +88,6 @@ def lse_backward(
     col_weight: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dS @ b (N, D), dS.T @ a (M, D), sum dS * (a . b))`` in fp32 (see the launcher)."""
-    from vlp.kernels.contrastive import lse_backward_triton
-
     with no_autocast(a.device):
         return lse_backward_triton(a, b, scale, bias, lse_row, lse_col, row_weight, col_weight)
 
@@ -142,8 +147,6 @@ def sigmoid_loss(
     All five are multiplied by ``weight``; the gradient products are computed in the same
     pass (``with_grad``; else they are empty / zero). Only ``loss`` is differentiable.
     """
-    from vlp.kernels.contrastive import sigmoid_forward_triton
-
     with no_autocast(a.device):
         loss, grad_a, grad_b, dot_sum, g_sum = sigmoid_forward_triton(
             a, b, scale, bias, row_ids, col_ids, with_grad
@@ -207,8 +210,6 @@ def attention(
 
     Only ``out`` is differentiable; ``lse`` is the statistic its backward replays.
     """
-    from vlp.kernels.attention import attention_forward_triton
-
     with no_autocast(q.device):
         return attention_forward_triton(q, k, v, key_padding_mask)
 
@@ -231,8 +232,6 @@ def attention_backward(
     lse: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of the fused attention, in the inputs' dtypes."""
-    from vlp.kernels.attention import attention_backward_triton
-
     with no_autocast(q.device):
         return attention_backward_triton(grad_out, q, k, v, key_padding_mask, out, lse)
 
@@ -267,8 +266,6 @@ def cluster_scores(
     images: Tensor, anchors: Tensor, ph: int, pw: int, gh: int, gw: int, eps: float
 ) -> Tensor:
     """``(B, gh * gw)`` fp32 max correlation of each patch with its image's anchors."""
-    from vlp.kernels.cluster_scores import _cluster_scores_triton
-
     return _cluster_scores_triton(images, anchors, (ph, pw), (gh, gw), eps)
 
 

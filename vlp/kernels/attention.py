@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp._checks import check_bool_mask, check_floating, check_same_device, check_shape
-from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 from vlp.kernels._precision import device_guard, dot_mode, kernel_flags

@@ -29,7 +29,6 @@ from vlp._checks import (
     values_readable,
 )
 from vlp._patches import centred_patches, check_images, grid_size, pair
-from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import Backend, resolve_backend
 from vlp.kernels._precision import device_guard

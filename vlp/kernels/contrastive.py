@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp import _checks
-from vlp.kernels import _ops  # noqa: F401  (registers the vlp:: custom ops)
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import no_autocast, resolve_backend
 from vlp.kernels._precision import device_guard, kernel_flags
