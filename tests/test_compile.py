@@ -141,7 +141,7 @@ def _negatives() -> tuple[torch.Tensor, ...]:
 def case_negclip() -> Any:
     image, text, negatives, mask = _negatives()
     return (
-        (lambda i, t, n, m: negclip_loss(i, t, n, 10.0, negative_mask=m)),
+        (lambda i, t, n, m: negclip_loss(i, t, n, m, 10.0)),
         (image, text, negatives, mask),
         None,
     )
@@ -195,7 +195,7 @@ def case_fsc_clip() -> Any:
 
 def case_fsc_clip_module() -> Any:
     image, text, negatives, mask = _negatives()
-    module = FSCCLIPLoss(lambda_local=0.0)
+    module = FSCCLIPLoss(10.0, lambda_local=0.0)
     return (lambda i, t, n: module(i, t, n, mask)), (image, text, negatives), module
 
 
