@@ -28,6 +28,7 @@ KNOWN: dict[str, str] = {
     "distributed.all_gather_sizes": "new agreement arguments (facts, failure, caller) unchecked",
     "eval.evaluate_shapes": "new recipe helper: model/tokenize types unchecked",
     "eval.metrics_table": "new recipe helper: runs type unchecked",
+    "eval.evaluate_shapes_segmentation": "as eval.evaluate_shapes",
     "optim.param_groups": "message names no argument when nothing requires grad",
     "optim.warmup_cosine_scheduler": "new recipe helper: optimizer type unchecked",
     "data.read_manifest": "new with the atomic shards (issue 17.2): path type unchecked",
