@@ -197,7 +197,7 @@ def test_dense_token_adapters_see_the_update() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(ValueError, match="rank must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="rank must be an int >= 1, got 0"):
         apply_lora(_model(), rank=0)
     with pytest.raises(TypeError, match="rank must be an int, got float"):
         apply_lora(_model(), rank=2.0)  # type: ignore[arg-type]

@@ -437,7 +437,7 @@ def test_bank_dtype_moves_and_nested_state_dict(generator: torch.Generator) -> N
 
 
 def test_bank_bad_input() -> None:
-    with pytest.raises(ValueError, match="size must be >= 1"):
+    with pytest.raises(ValueError, match="size must be an int >= 1"):
         TeacherMemoryBank(0, 4)
     with pytest.raises(TypeError, match="dim must be an int"):
         TeacherMemoryBank(4, 2.0)  # type: ignore[arg-type]

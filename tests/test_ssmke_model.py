@@ -65,7 +65,7 @@ def test_token_type_embedding_starts_tiny(generator: torch.Generator) -> None:
         assert_close(out, x + 1e-5 * e[t])
         assert (out - x).abs().max() < 1e-4
     assert not torch.equal(tte(x, 0), tte(x, 1))
-    with pytest.raises(ValueError, match=r"type_id must lie in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"type_id must be an int in \[0, 1\]"):
         tte(x, 2)
     with pytest.raises(ValueError, match=r"x must have shape \(B, T, 12\)"):
         tte(x[..., :5], 0)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from vlp._checks import check_float, check_int
+
 __all__ = [
     "LoRAInit",
     "LoRATarget",
@@ -120,15 +122,7 @@ class LoRAUpdate(nn.Module):
 
 
 def _check_rank_scaling(rank: object, scaling: object) -> tuple[int, float]:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    if isinstance(scaling, bool) or not isinstance(scaling, (int, float)):
-        raise TypeError(f"scaling must be a float, got {type(scaling).__name__}")
-    if not math.isfinite(scaling):
-        raise ValueError(f"scaling must be finite, got {scaling}")
-    return rank, float(scaling)
+    return check_int("rank", rank, low=1), check_float("scaling", scaling)
 
 
 def _check_targets(targets: object) -> tuple[LoRATarget, ...]:

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vlp._checks import check_floating, check_shape
+from vlp._checks import check_floating, check_int, check_shape
 from vlp._patches import pair
 
 __all__ = ["PosInterpolation", "interpolate_pos_embed"]
@@ -76,8 +76,7 @@ def interpolate_pos_embed(
     check_floating("pos_embed", pos_embed)
     if rule not in ("reference", "size"):
         raise ValueError(f"rule must be 'reference' or 'size', got {rule!r}")
-    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-        raise TypeError(f"num_prefix_tokens must be an int, got {num_prefix_tokens!r}")
+    check_int("num_prefix_tokens", num_prefix_tokens)
     num_patches = pos_embed.shape[0] - num_prefix_tokens
     if num_prefix_tokens < 0 or num_patches <= 0:
         raise ValueError(

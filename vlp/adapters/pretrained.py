@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlp._checks import check_bool_mask, check_shape, check_tensor
+from vlp._checks import check_bool_mask, check_int, check_shape, check_tensor
 
 __all__ = [
     "OpenClipTextEncoder",
@@ -37,11 +37,9 @@ StateSource = str | os.PathLike[str] | Mapping[str, torch.Tensor]
 
 
 def _check_layers(name: str, value: object, available: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 1 <= value <= available:
+    if isinstance(value, int) and not isinstance(value, bool) and value > available:
         raise ValueError(f"{name} must lie in [1, {available}] (the encoder's depth), got {value}")
-    return value
+    return check_int(name, value, low=1, high=available)
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

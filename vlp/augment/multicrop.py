@@ -18,6 +18,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode
 
+from vlp._checks import check_float, check_int
+
 __all__ = ["CLIP_MEAN", "CLIP_STD", "MultiCropTransform"]
 
 #: OpenAI CLIP normalisation statistics (used by COSMOS).
@@ -35,19 +37,11 @@ def _pair(name: str, value: Sequence[float], low: float, high: float) -> tuple[f
 
 
 def _prob(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
+    return check_float(name, value, low=0.0, high=1.0)
 
 
 def _size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    return check_int(name, value, low=1)
 
 
 class _Rng:
@@ -157,11 +151,7 @@ class MultiCropTransform:
     ) -> None:
         self.global_size = _size("global_size", global_size)
         self.local_size = _size("local_size", local_size)
-        if isinstance(num_local, bool) or not isinstance(num_local, int):
-            raise TypeError(f"num_local must be an int, got {type(num_local).__name__}")
-        if num_local < 0:
-            raise ValueError(f"num_local must be >= 0, got {num_local}")
-        self.num_local = num_local
+        self.num_local = check_int("num_local", num_local, low=0)
         self.global_scale = _pair("global_scale", global_scale, 0.0, 1.0)
         self.local_scale = _pair("local_scale", local_scale, 0.0, 1.0)
         self.ratio = _pair("ratio", ratio, 1e-6, math.inf)
@@ -184,12 +174,7 @@ class MultiCropTransform:
         self.local_blur_p = _prob("local_blur_p", local_blur_p)
         self.blur_radius = _pair("blur_radius", blur_radius, 1e-6, math.inf)
         self.solarize_p = _prob("solarize_p", solarize_p)
-        if isinstance(solarize_threshold, bool) or not isinstance(solarize_threshold, (int, float)):
-            raise TypeError(
-                f"solarize_threshold must be a number, got {type(solarize_threshold).__name__}"
-            )
-        if not 0 <= solarize_threshold <= 255:
-            raise ValueError(f"solarize_threshold must lie in [0, 255], got {solarize_threshold}")
+        check_float("solarize_threshold", solarize_threshold, low=0, high=255)
         self.solarize_threshold = float(solarize_threshold)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std must hold 3 values, std > 0; got {mean!r}, {std!r}")

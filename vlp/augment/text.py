@@ -11,6 +11,8 @@ import random
 import re
 from collections.abc import Sequence
 
+from vlp._checks import check_int
+
 __all__ = ["split_sentences", "text_crop"]
 
 _SPLIT = re.compile(r"\n|</s>|\.")
@@ -49,11 +51,7 @@ def _draw(pool: list[str], k: int, rng: random.Random) -> list[str]:
 
 
 def _count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return check_int(name, value, low=minimum)
 
 
 def text_crop(

@@ -29,17 +29,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vlp._checks import check_state_dict
+from vlp._checks import check_bool, check_float, check_int, check_state_dict
 
 __all__ = ["EMATeacher", "cosine_momentum", "ema_update"]
 
 
 def _check_momentum(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
+    return check_float(name, value, low=0.0, high=1.0)
 
 
 def cosine_momentum(step: int, total_steps: int, base: float) -> float:
@@ -63,11 +59,8 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
         ValueError: ``total_steps <= 0``, ``step`` outside ``[0, total_steps]`` or ``base``
             outside ``[0, 1]``.
     """
-    for name, value in (("step", step), ("total_steps", total_steps)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    check_int("step", step)
+    check_int("total_steps", total_steps, low=1)
     if not 0 <= step <= total_steps:
         raise ValueError(f"step must lie in [0, total_steps={total_steps}], got {step}")
     base = _check_momentum("base", base)
@@ -143,8 +136,7 @@ def ema_update(
         ValueError: mismatched parameters (or buffers), or momentum outside ``[0, 1]``.
     """
     momentum = _check_momentum("momentum", momentum)
-    if not isinstance(copy_buffers, bool):
-        raise TypeError(f"copy_buffers must be a bool, got {type(copy_buffers).__name__}")
+    check_bool("copy_buffers", copy_buffers)
     t_params, s_params = _pairs(teacher, student)
     if copy_buffers:
         for t, s in zip(*_buffer_pairs(teacher, student)):
@@ -274,9 +266,7 @@ class EMATeacher(nn.Module):
         if total_steps is not None:
             cosine_momentum(0, total_steps, self.momentum)  # validates total_steps
         self.total_steps = total_steps
-        if not isinstance(copy_buffers, bool):
-            raise TypeError(f"copy_buffers must be a bool, got {type(copy_buffers).__name__}")
-        self.copy_buffers = copy_buffers
+        self.copy_buffers = check_bool("copy_buffers", copy_buffers)
         fsdp_module = _fsdp_module_type()
         if fsdp_module is not None and any(isinstance(m, fsdp_module) for m in student.modules()):
             raise ValueError(

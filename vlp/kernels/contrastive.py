@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vlp import _checks
+from vlp._checks import check_int
 from vlp.kernels._blocks import next_pow2
 from vlp.kernels._dispatch import no_autocast, resolve_backend
 from vlp.kernels._precision import device_guard, kernel_flags
@@ -61,8 +62,7 @@ def _validate(
         if t is not None and t.device != a.device:
             # A kernel would read a host pointer on the GPU (or the reverse).
             raise ValueError(f"{name} must be on the features' device {a.device}, got {t.device}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, low=1)
 
 
 def _first_order_only(op: str) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_floating, check_shape
+from vlp._checks import check_floating, check_int, check_shape
 from vlp.distributed import ProcessGroup, all_gather_no_grad, all_gather_sizes, is_distributed
 
 __all__ = ["TeacherMemoryBank"]
@@ -19,11 +19,7 @@ MAX_BANK_ELEMENTS = 2**31
 
 
 def _check_size(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return check_int(name, value, low=1)
 
 
 class TeacherMemoryBank(nn.Module):

@@ -22,6 +22,7 @@ from torch import nn
 
 from vlp._checks import (
     check_bool_mask,
+    check_float,
     check_floating,
     check_positive,
     check_probability,
@@ -333,8 +334,7 @@ def calibrate_threshold(
         raise ValueError(f"scores must not be empty, got shape {tuple(scores.shape)}")
     cap = max_kept(scores.shape[1], min_ratio)
     floor = 1.0 - cap / scores.shape[1]
-    if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)):
-        raise TypeError(f"target_ratio must be a float, got {type(target_ratio).__name__}")
+    check_float("target_ratio", target_ratio)
     if not floor - 1e-12 <= target_ratio <= 1.0:
         raise ValueError(
             f"target_ratio must lie in [{floor:.6f}, 1] (the floor 1 - {cap}/{scores.shape[1]} "

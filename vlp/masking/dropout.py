@@ -6,17 +6,13 @@ import math
 
 import torch
 
-from vlp._checks import check_probability, check_shape, check_tensor, values_readable
+from vlp._checks import check_int, check_probability, check_shape, check_tensor, values_readable
 
 __all__ = ["gather_tokens", "num_kept", "patch_dropout", "random_patch_mask", "uniform"]
 
 
 def _check_size(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
+    return check_int(name, value, low=1)
 
 
 #: Most random draws one masking call makes: 2**31, far beyond any real batch of images.
@@ -144,12 +140,7 @@ def gather_tokens(
         raise ValueError(
             f"keep_idx must be on the device of tokens ({tokens.device}), got {keep_idx.device}"
         )
-    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-        raise TypeError(f"num_prefix_tokens must be an int, got {type(num_prefix_tokens).__name__}")
-    if not 0 <= num_prefix_tokens < tokens.shape[1]:
-        raise ValueError(
-            f"num_prefix_tokens must lie in [0, {tokens.shape[1]}), got {num_prefix_tokens}"
-        )
+    check_int("num_prefix_tokens", num_prefix_tokens, low=0, high=tokens.shape[1] - 1)
     num_patches = tokens.shape[1] - num_prefix_tokens
     if values_readable(keep_idx) and keep_idx.numel():
         lo, hi = int(keep_idx.min()), int(keep_idx.max())

@@ -32,6 +32,7 @@ from vlp._checks import (
     check_float,
     check_floating,
     check_input_like,
+    check_int,
     check_shape,
     check_tensor,
     values_readable,
@@ -57,11 +58,7 @@ IMAGE_TYPE = 1
 
 
 def _check_int(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
+    return check_int(name, value, low=low)
 
 
 def _init_linear_layers(module: nn.Module) -> None:
@@ -129,10 +126,7 @@ class TokenTypeEmbedding(nn.Module):
         check_shape("x", x, ("B", "T", self.gamma.shape[0]))
         check_floating("x", x)
         check_input_like("x", x, self.gamma)
-        if isinstance(type_id, bool) or not isinstance(type_id, int):
-            raise TypeError(f"type_id must be an int, got {type(type_id).__name__}")
-        if not 0 <= type_id < self.num_types:
-            raise ValueError(f"type_id must lie in [0, {self.num_types}), got {type_id}")
+        check_int("type_id", type_id, low=0, high=self.num_types - 1)
         return x + (self.gamma * self.embedding.weight[type_id]).to(x.dtype)
 
 
