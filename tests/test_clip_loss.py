@@ -1,3 +1,10 @@
+"""clip_loss / ClipLoss / LogitScale against open_clip, hand-written references and gradcheck.
+
+Honours ``VLP_TEST_DEVICE``: features are drawn on the CPU with a seeded generator and moved
+to the test device, and the modules under test are moved there too. The two-process DDP
+tests stay on the CPU on purpose (gloo process groups carry CPU tensors only).
+"""
+
 from __future__ import annotations
 
 import math
@@ -11,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from tests._device import DEVICE, dev
 from vlp.losses import ClipLoss, LogitScale, clip_loss
 from vlp.testing import assert_close
 
@@ -21,7 +29,7 @@ def _features(n: int, d: int, seed: int, dtype: torch.dtype = F64) -> tuple[torc
     g = torch.Generator().manual_seed(seed)
     image = torch.randn(n, d, generator=g, dtype=dtype)
     text = torch.randn(n, d, generator=g, dtype=dtype)
-    return image, text
+    return dev(image), dev(text)
 
 
 def _open_clip(
@@ -53,8 +61,8 @@ def test_matches_open_clip_values_and_gradients(
     image, text = _features(n, d, seed)
     image.requires_grad_()
     text.requires_grad_()
-    s = torch.tensor(scale, dtype=F64, requires_grad=True)
-    b = None if bias is None else torch.tensor(bias, dtype=F64, requires_grad=True)
+    s = torch.tensor(scale, dtype=F64, device=DEVICE, requires_grad=True)
+    b = None if bias is None else torch.tensor(bias, dtype=F64, device=DEVICE, requires_grad=True)
     ours = clip_loss(image, text, s, logit_bias=b)
     ref = _open_clip(image, text, s, b)
     assert_close(ours, ref)
@@ -70,7 +78,7 @@ def _multi_positive_reference(
     image = image / image.norm(dim=1, keepdim=True)
     text = text / text.norm(dim=1, keepdim=True)
     n = len(ids)
-    total = torch.zeros((), dtype=image.dtype)
+    total = torch.zeros((), dtype=image.dtype, device=image.device)
     for queries, keys in ((image, text), (text, image)):
         for i in range(n):
             logits = torch.stack([scale * torch.dot(queries[i], keys[j]) for j in range(n)])
@@ -87,18 +95,18 @@ def test_sample_ids_and_label_smoothing_match_hand_written_reference(eps: float)
     ids = [4, 7, 4, 1, 7, 7, 9]
     image, text = _features(len(ids), 5, seed=1)
     ours = clip_loss(
-        image, text, 3.5, sample_ids=torch.tensor(ids), label_smoothing=eps, local_loss=False
+        image, text, 3.5, sample_ids=dev(torch.tensor(ids)), label_smoothing=eps, local_loss=False
     )
     assert_close(ours, _multi_positive_reference(image, text, 3.5, ids, eps))
     assert_close(
-        clip_loss(image, text, 3.5, sample_ids=torch.tensor(ids), label_smoothing=eps),
+        clip_loss(image, text, 3.5, sample_ids=dev(torch.tensor(ids)), label_smoothing=eps),
         ours,
     )
 
 
 def test_distinct_sample_ids_equal_the_one_hot_loss() -> None:
     image, text = _features(6, 3, seed=2)
-    ids = torch.tensor([10, 3, 5, 0, 8, 1])
+    ids = dev(torch.tensor([10, 3, 5, 0, 8, 1]))
     for eps in (0.0, 0.2):
         assert_close(
             clip_loss(image, text, 7.0, sample_ids=ids, label_smoothing=eps),
@@ -109,7 +117,7 @@ def test_distinct_sample_ids_equal_the_one_hot_loss() -> None:
 def test_label_smoothing_matches_torch_cross_entropy() -> None:
     image, text = _features(5, 4, seed=3)
     logits = 2.0 * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
-    labels = torch.arange(5)
+    labels = torch.arange(5, device=DEVICE)
     want = (
         F.cross_entropy(logits, labels, label_smoothing=0.3)
         + F.cross_entropy(logits.T, labels, label_smoothing=0.3)
@@ -120,7 +128,7 @@ def test_label_smoothing_matches_torch_cross_entropy() -> None:
 def test_closed_form_identical_orthogonal_pairs() -> None:
     # Orthonormal features paired with themselves: the diagonal logit is s, others 0.
     n, s = 4, 5.0
-    eye = torch.eye(n, dtype=F64)
+    eye = torch.eye(n, dtype=F64, device=DEVICE)
     expected = -(s - math.log(math.exp(s) + n - 1))
     assert clip_loss(eye, eye, s).item() == pytest.approx(expected, rel=1e-12)
 
@@ -129,9 +137,9 @@ def test_gradcheck() -> None:
     image, text = _features(5, 3, seed=4)
     image.requires_grad_()
     text.requires_grad_()
-    s = torch.tensor(2.5, dtype=F64, requires_grad=True)
-    b = torch.tensor(-0.5, dtype=F64, requires_grad=True)
-    ids = torch.tensor([0, 1, 0, 2, 2])
+    s = torch.tensor(2.5, dtype=F64, device=DEVICE, requires_grad=True)
+    b = torch.tensor(-0.5, dtype=F64, device=DEVICE, requires_grad=True)
+    ids = dev(torch.tensor([0, 1, 0, 2, 2]))
 
     def fn(i: torch.Tensor, t: torch.Tensor, s_: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
         return clip_loss(i, t, s_, logit_bias=b_, sample_ids=ids, label_smoothing=0.1)
@@ -141,7 +149,7 @@ def test_gradcheck() -> None:
 
 def test_return_details() -> None:
     image, text = _features(6, 4, seed=5)
-    ids = torch.tensor([0, 0, 1, 2, 3, 3])
+    ids = dev(torch.tensor([0, 0, 1, 2, 3, 3]))
     out = clip_loss(image, text, 3.0, sample_ids=ids, return_details=True)
     assert_close(out.loss, clip_loss(image, text, 3.0, sample_ids=ids))
     assert_close(out.loss, (out.loss_image_to_text + out.loss_text_to_image) / 2)
@@ -150,7 +158,7 @@ def test_return_details() -> None:
     assert_close(out.targets.sum(dim=1), torch.ones(6, dtype=F64))
     assert out.targets[0, 1].item() == 0.5
     one_hot = clip_loss(image, text, 3.0, return_details=True).targets
-    assert torch.equal(one_hot, torch.eye(6, dtype=F64))
+    assert torch.equal(one_hot, torch.eye(6, dtype=F64, device=DEVICE))
 
 
 def test_low_precision_is_reduced_in_float32() -> None:
@@ -219,15 +227,19 @@ def test_low_precision_is_reduced_in_float32() -> None:
     ],
 )
 def test_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any], error: type, match: str) -> None:
+    # The cases are built at collection time on the CPU: move them to the test device.
+    args = tuple(dev(a) if isinstance(a, torch.Tensor) else a for a in args)
+    kwargs = {k: dev(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with pytest.raises(error, match=match):
         clip_loss(*args, **kwargs)
 
 
 def test_module_forward_uses_learnable_scale_and_never_mutates_it() -> None:
-    loss_fn = ClipLoss(dtype=F64)
+    loss_fn = ClipLoss(dtype=F64).to(DEVICE)
     image, text = _features(5, 4, seed=7)
-    assert_close(loss_fn.logit_scale(), torch.tensor(1 / 0.07, dtype=F64))
-    assert_close(loss_fn(image, text), clip_loss(image, text, torch.tensor(1 / 0.07, dtype=F64)))
+    init = torch.tensor(1 / 0.07, dtype=F64, device=DEVICE)
+    assert_close(loss_fn.logit_scale(), init)
+    assert_close(loss_fn(image, text), clip_loss(image, text, init))
     with torch.no_grad():
         loss_fn.logit_scale.log_scale.fill_(math.log(1000.0))
     loss = loss_fn(image, text)
@@ -237,7 +249,7 @@ def test_module_forward_uses_learnable_scale_and_never_mutates_it() -> None:
     assert loss_fn.logit_scale.log_scale.grad is not None
     loss_fn.clamp_()
     assert loss_fn.logit_scale().item() == pytest.approx(100.0)
-    ids = torch.tensor([0, 0, 1, 2, 3])
+    ids = dev(torch.tensor([0, 0, 1, 2, 3]))
     assert_close(
         loss_fn(image, text, sample_ids=ids), clip_loss(image, text, 100.0, sample_ids=ids)
     )
@@ -245,10 +257,10 @@ def test_module_forward_uses_learnable_scale_and_never_mutates_it() -> None:
 
 def test_readme_quickstart_loop_runs() -> None:
     torch.manual_seed(0)
-    model = nn.Linear(6, 4)
-    loss_fn = ClipLoss()
+    model = nn.Linear(6, 4).to(DEVICE)
+    loss_fn = ClipLoss().to(DEVICE)
     opt = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=1.0)
-    x = torch.randn(8, 6)
+    x = dev(torch.randn(8, 6))
     for _ in range(3):
         loss = loss_fn(model(x), model(x + 0.1))
         opt.zero_grad()
@@ -267,7 +279,7 @@ def test_module_bad_config() -> None:
 
 
 def test_logit_scale() -> None:
-    scale = LogitScale(10.0, dtype=F64)
+    scale = LogitScale(10.0, dtype=F64, device=DEVICE)
     assert scale.log_scale.dtype == F64
     assert scale.log_scale.shape == ()
     assert scale().item() == pytest.approx(10.0)
@@ -309,6 +321,7 @@ CLIP_CASES = [i for i, (name, _) in enumerate(LOSS_CASES) if name == "clip"]
 def test_two_process_ddp_matches_single_process(
     ddp_results: list[dict[str, Any]], index: int
 ) -> None:
+    # CPU only, whatever VLP_TEST_DEVICE says: the gloo backend reduces CPU tensors.
     # Ranks hold 4 and 5 pairs; the model is DDP-wrapped, the scale lives outside it.
     name, config = LOSS_CASES[index]
     x, t, ids = loss_batch()

@@ -1,3 +1,10 @@
+"""siglip_loss / SigLipLoss against open_clip, hand-written references and gradcheck.
+
+Honours ``VLP_TEST_DEVICE``: features are drawn on the CPU with a seeded generator and moved
+to the test device, and the module under test is moved there too. The two-process DDP
+tests stay on the CPU on purpose (gloo process groups carry CPU tensors only).
+"""
+
 from __future__ import annotations
 
 import math
@@ -11,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests._device import DEVICE, dev
 from vlp.losses import SigLipLoss, siglip_loss
 from vlp.testing import assert_close
 
@@ -20,8 +28,8 @@ F64 = torch.float64
 def _features(n: int, d: int, seed: int, dtype: torch.dtype = F64) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     return (
-        torch.randn(n, d, generator=g, dtype=dtype),
-        torch.randn(n, d, generator=g, dtype=dtype),
+        dev(torch.randn(n, d, generator=g, dtype=dtype)),
+        dev(torch.randn(n, d, generator=g, dtype=dtype)),
     )
 
 
@@ -41,8 +49,8 @@ def _leaves(
     return (
         image.requires_grad_(),
         text.requires_grad_(),
-        torch.tensor(scale, dtype=F64, requires_grad=True),
-        torch.tensor(bias, dtype=F64, requires_grad=True),
+        torch.tensor(scale, dtype=F64, device=DEVICE, requires_grad=True),
+        torch.tensor(bias, dtype=F64, device=DEVICE, requires_grad=True),
     )
 
 
@@ -69,7 +77,7 @@ def test_matches_open_clip_values_and_gradients(
 def test_closed_form() -> None:
     # Orthonormal features paired with themselves: z = s + b on the diagonal, b elsewhere.
     n, s, b = 3, 4.0, -2.0
-    eye = torch.eye(n, dtype=F64)
+    eye = torch.eye(n, dtype=F64, device=DEVICE)
     per_row = math.log1p(math.exp(-(s + b))) + (n - 1) * math.log1p(math.exp(b))
     for chunk in (None, 1, 2):
         assert siglip_loss(eye, eye, s, b, chunk_size=chunk).item() == pytest.approx(
@@ -106,9 +114,9 @@ def _multi_positive_reference(
 def test_sample_ids_match_hand_written_reference(chunk: int | None) -> None:
     ids = [4, 7, 4, 1, 7, 7, 9]
     image, text = _features(len(ids), 5, seed=11)
-    got = siglip_loss(image, text, 6.0, -3.0, chunk_size=chunk, sample_ids=torch.tensor(ids))
+    got = siglip_loss(image, text, 6.0, -3.0, chunk_size=chunk, sample_ids=dev(torch.tensor(ids)))
     assert_close(got, _multi_positive_reference(image, text, 6.0, -3.0, ids))
-    distinct = torch.tensor([3, 1, 4, 0, 5, 9, 2])
+    distinct = dev(torch.tensor([3, 1, 4, 0, 5, 9, 2]))
     assert_close(
         siglip_loss(image, text, 6.0, -3.0, chunk_size=chunk, sample_ids=distinct),
         siglip_loss(image, text, 6.0, -3.0),
@@ -117,7 +125,7 @@ def test_sample_ids_match_hand_written_reference(chunk: int | None) -> None:
 
 def test_sample_ids_chunked_gradients() -> None:
     inputs = _leaves(9, 4, seed=12, scale=7.0, bias=-2.0)
-    ids = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4])
+    ids = dev(torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4]))
     full = siglip_loss(*inputs, sample_ids=ids)
     chunked = siglip_loss(*inputs, sample_ids=ids, chunk_size=4)
     for got, want in zip(torch.autograd.grad(chunked, inputs), torch.autograd.grad(full, inputs)):
@@ -210,12 +218,15 @@ def test_double_backward_of_chunked_path_is_refused() -> None:
     ],
 )
 def test_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any], error: type, match: str) -> None:
+    # The cases are built at collection time on the CPU: move them to the test device.
+    args = tuple(dev(a) if isinstance(a, torch.Tensor) else a for a in args)
+    kwargs = {k: dev(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with pytest.raises(error, match=match):
         siglip_loss(*args, **kwargs)
 
 
 def test_module() -> None:
-    loss_fn = SigLipLoss(chunk_size=3, dtype=F64)
+    loss_fn = SigLipLoss(chunk_size=3, dtype=F64).to(DEVICE)
     assert loss_fn.logit_scale().item() == pytest.approx(10.0)
     assert loss_fn.logit_bias.item() == -10.0
     image, text = _features(7, 4, seed=5)
@@ -243,6 +254,7 @@ SIGLIP_CASES = [i for i, (name, _) in enumerate(LOSS_CASES) if name == "siglip"]
 
 @pytest.mark.parametrize("index", SIGLIP_CASES)
 def test_two_process_ddp_matches_single_process(index: int) -> None:
+    # CPU only, whatever VLP_TEST_DEVICE says: the gloo backend reduces CPU tensors.
     # Ranks hold 4 and 5 pairs; the model is DDP-wrapped, scale and bias live outside it.
     name, config = LOSS_CASES[index]
     x, t, ids = loss_batch()
