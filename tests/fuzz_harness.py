@@ -699,9 +699,15 @@ def public_callables() -> dict[str, Any]:
 class Fuzzer:
     """Draws cases with hypothesis, runs them, counts the verdicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: frozenset[str] | None = None) -> None:
         self.baselines = _baselines()
         self.callables = public_callables()
+        if only:  # restrict both kinds of cases to the named callables
+            unknown = only - set(self.callables) - set(self.baselines)
+            if unknown:
+                raise SystemExit(f"--only: no such callable: {sorted(unknown)}")
+            self.baselines = {k: v for k, v in self.baselines.items() if k in only}
+            self.callables = {k: v for k, v in self.callables.items() if k in only}
         self.counts: Counter[str] = Counter()
         self.findings: list[dict[str, str]] = []
         self.inner: list[dict[str, str]] = []
@@ -724,7 +730,10 @@ class Fuzzer:
             self.inner.append({"callable": name, "case": case, "outcome": detail})
 
     def run_one(self, data: st.DataObject) -> None:
-        if data.draw(st.integers(0, 3), label="walk?") == 0:
+        walk = not self.baseline_names or (
+            bool(self.callable_names) and data.draw(st.integers(0, 3), label="walk?") == 0
+        )
+        if walk:
             name = data.draw(st.sampled_from(self.callable_names), label="callable")
             fn = self.callables[name]
             try:
@@ -785,11 +794,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated callables (e.g. data.shard_urls,losses.SigLipLoss) to fuzz alone",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
-        fuzzer = Fuzzer()
+        only = frozenset(n.strip() for n in args.only.split(",") if n.strip())
+        fuzzer = Fuzzer(only or None)
         fuzzer.run(args.examples)
     report = {
         "examples": args.examples,

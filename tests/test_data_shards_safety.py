@@ -8,10 +8,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from vlp.data import read_manifest, shapes_from_shards, write_shards
+from vlp.data import (
+    decode_shapes_sample,
+    read_manifest,
+    shapes_from_shards,
+    shard_urls,
+    write_shards,
+)
 from vlp.data.shapes import ShapesDataset
 from vlp.testing import run_distributed
 
@@ -171,3 +178,32 @@ def test_split_by_rank_and_worker(shards: Path) -> None:
         assert not shard_sets[0] & shard_sets[1]
         assert sorted(len(s) for s in shard_sets) == [2, 3]
     assert [r[0] for r in results] != [r[1] for r in results]  # epochs differ
+
+
+@pytest.mark.parametrize(
+    ("call", "name", "error"),
+    [
+        (lambda: read_manifest(None), "path", TypeError),
+        (lambda: read_manifest(3), "path", TypeError),
+        (lambda: shard_urls(None), "source", TypeError),
+        (lambda: shard_urls(7), "source", TypeError),
+        (lambda: shard_urls(["a.tar", 3]), "source", TypeError),
+        (lambda: shard_urls("a.tar", allow_urls="yes"), "allow_urls", TypeError),
+        (lambda: decode_shapes_sample(None), "item", TypeError),
+        (lambda: decode_shapes_sample(()), "item", TypeError),
+        (lambda: decode_shapes_sample((np.zeros((4, 4, 3), np.uint8), "x")), "item", TypeError),
+        (lambda: decode_shapes_sample((np.zeros((4, 4)), {})), "item", ValueError),
+    ],
+)
+def test_wds_helpers_name_bad_argument(call: Any, name: str, error: type[Exception]) -> None:
+    # Issue 17 fuzz findings: these used to raise Python's own unpacking/iteration errors.
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        call()
+
+
+def test_decode_shapes_sample_valid_pair() -> None:
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    sample = decode_shapes_sample((image, {"caption": "a red square"}))
+    assert sample["caption"] == "a red square"
+    assert sample["image"].shape == (3, 4, 5)
+    assert torch.equal(sample["image"], torch.from_numpy(image).permute(2, 0, 1))

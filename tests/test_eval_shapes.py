@@ -115,3 +115,13 @@ def test_metrics_table_side_by_side() -> None:
     ]
     with pytest.raises(ValueError, match="runs"):
         metrics_table({})
+
+
+@pytest.mark.parametrize(
+    "runs", [None, "clip", [("clip", {"i2t R@1": 0.5})], {"clip": [0.5]}, {"clip": {"m": "x"}},
+             {"clip": {1: 0.5}}, {2: {"m": 0.5}}, torch.ones(2)],
+)  # fmt: skip
+def test_metrics_table_bad_runs_named(runs: object) -> None:
+    # Issue 17 fuzz findings: AttributeError / Python's own TypeError before.
+    with pytest.raises(TypeError, match=r"\bruns\b"):
+        metrics_table(runs)  # type: ignore[arg-type]

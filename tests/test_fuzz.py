@@ -23,15 +23,9 @@ ROOT = HARNESS.parents[1]
 #: Findings still open, by callable, with the reason (docs/reliability.md lists them).
 #: Every other callable must give a clear error or a finite result on every input.
 KNOWN: dict[str, str] = {
-    "data.shard_urls": "WebDataset helpers are being reworked with the atomic shards (issue 17.2)",
-    "data.decode_shapes_sample": "as data.shard_urls",
     "distributed.all_gather_sizes": "new agreement arguments (facts, failure, caller) unchecked",
     "eval.evaluate_shapes": "new recipe helper: model/tokenize types unchecked",
-    "eval.metrics_table": "new recipe helper: runs type unchecked",
     "eval.evaluate_shapes_segmentation": "as eval.evaluate_shapes",
-    "optim.param_groups": "message names no argument when nothing requires grad",
-    "optim.warmup_cosine_scheduler": "new recipe helper: optimizer type unchecked",
-    "data.read_manifest": "new with the atomic shards (issue 17.2): path type unchecked",
     "losses.SigLipLoss": "chunk_size of a wrong type compared before its type check",
     "losses.contrastive_distillation_loss": "reworked distillation (issue 12): a non-tensor "
     "student_image reaches a truth test",

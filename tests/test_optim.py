@@ -142,3 +142,21 @@ def test_param_groups_rejects_bad_input() -> None:
         param_groups(frozen, weight_decay=0.1)
     # Only one kind present: the empty group is left out.
     assert len(param_groups(nn.LayerNorm(3), weight_decay=0.1)) == 1
+
+
+def test_param_groups_bad_arguments_name_them() -> None:
+    # Issue 17 fuzz findings: the messages named no argument / types went unchecked.
+    with pytest.raises(ValueError, match=r"\bsources\b"):
+        param_groups(weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"\bsources\b"):
+        param_groups(nn.Linear(2, 2).requires_grad_(False), weight_decay=0.1)
+    with pytest.raises(TypeError, match=r"\bno_decay_names\b"):
+        param_groups(nn.Linear(2, 2), weight_decay=0.1, no_decay_names=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"\bno_decay_names\b"):
+        param_groups(nn.Linear(2, 2), weight_decay=0.1, no_decay_names=["bias", 1])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam", nn.Linear(2, 2)])
+def test_warmup_cosine_scheduler_rejects_non_optimizer(optimizer: object) -> None:
+    with pytest.raises(TypeError, match=r"\boptimizer\b"):
+        warmup_cosine_scheduler(optimizer, warmup_steps=1, total_steps=4)  # type: ignore[arg-type]

@@ -83,6 +83,10 @@ def warmup_cosine_scheduler(
     Returns:
         The scheduler.
     """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     _check_schedule(warmup_steps, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -127,6 +131,10 @@ def param_groups(
     check_float("weight_decay", weight_decay, low=0.0)
     if isinstance(no_decay_names, str):
         raise TypeError("no_decay_names must be a sequence of strings, not a str")
+    if not isinstance(no_decay_names, Iterable) or not all(
+        isinstance(n, str) for n in no_decay_names
+    ):
+        raise TypeError(f"no_decay_names must be a sequence of strings, got {no_decay_names!r:.80}")
     decay: list[torch.Tensor] = []
     no_decay: list[torch.Tensor] = []
     seen: set[int] = set()
@@ -150,7 +158,7 @@ def param_groups(
             excluded = p.ndim < 2 or any(fragment in name for fragment in no_decay_names)
             (no_decay if excluded else decay).append(p)
     if not decay and not no_decay:
-        raise ValueError("param_groups found no parameter that requires grad")
+        raise ValueError("sources hold no parameter that requires grad")
     groups = [
         {"params": decay, "weight_decay": float(weight_decay)},
         {"params": no_decay, "weight_decay": 0.0},

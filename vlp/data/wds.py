@@ -32,6 +32,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from vlp._checks import check_bool
 from vlp.distributed import get_rank, get_world_size
 
 __all__ = [
@@ -201,8 +202,11 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The shards a manifest lists: ``{shard file name: {"samples", "bytes", "sha256"}}``.
 
     Raises:
+        TypeError: a ``path`` that is not a path.
         ValueError: a file that is not a vlp shard manifest (named in the message).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -215,7 +219,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
             for e in data["shards"]
         }  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path} is not a readable shard manifest: {err}") from err
+        raise ValueError(f"path {path} is not a readable shard manifest: {err}") from err
 
 
 def shard_urls(
@@ -234,10 +238,14 @@ def shard_urls(
         The URLs, in order.
 
     Raises:
+        TypeError: a ``source`` that is neither a path nor a list of paths.
         ValueError: an empty directory or list, or a URL without ``allow_urls``.
     """
     from webdataset.shardlists import expand_urls
 
+    check_bool("allow_urls", allow_urls)
+    if not isinstance(source, (str, os.PathLike, Iterable)):
+        raise TypeError(f"source must be a path or a list of paths, got {type(source).__name__}")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         _check_local("source", path, allow_urls)
@@ -269,8 +277,20 @@ def decode_shapes_sample(item: tuple[np.ndarray, dict[str, Any]]) -> dict[str, A
     Returns:
         The sample in :func:`vlp.data.shapes.generate_sample` form (image ``(3, H, W)``
         uint8 tensor).
+
+    Raises:
+        TypeError: an ``item`` that is not an ``(image array, dict)`` pair.
     """
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise TypeError(f"item must be an (image, metadata) pair, got {type(item).__name__}")
     image, meta = item
+    if not isinstance(meta, dict):
+        raise TypeError(f"item[1] (the metadata) must be a dict, got {type(meta).__name__}")
+    if not isinstance(image, (np.ndarray, torch.Tensor)) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"item[0] must be an (H, W, 3) image array, got {type(image).__name__}"
+            f" of shape {tuple(getattr(image, 'shape', ()))}"
+        )
     sample = dict(meta)
     pixels = np.array(image, dtype=np.uint8, copy=True)
     sample["image"] = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()

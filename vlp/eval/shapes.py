@@ -8,6 +8,7 @@ retrieval, zero-shot classification and compositional accuracy with the pure fun
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -323,8 +324,27 @@ def metrics_table(runs: Mapping[str, Mapping[str, float]]) -> str:
         --------------------------
         i2t R@1      50.0     62.5
     """
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"runs must be a mapping of run name to metrics, got {type(runs).__name__}")
     if not runs:
         raise ValueError("runs must name at least one run")
+    for name, run in runs.items():
+        if not isinstance(name, str):
+            raise TypeError(f"runs must be keyed by run name (str), got {type(name).__name__}")
+        if not isinstance(run, Mapping):
+            raise TypeError(
+                f"runs[{name!r}] must be a mapping of metric to value, got {type(run).__name__}"
+            )
+        for metric, value in run.items():
+            if not isinstance(metric, str):
+                raise TypeError(
+                    f"runs[{name!r}] must be keyed by metric name (str), got "
+                    f"{type(metric).__name__}"
+                )
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(
+                    f"runs[{name!r}][{metric!r}] must be a number, got {type(value).__name__}"
+                )
     names = list(runs)
     metrics = list(dict.fromkeys(m for r in runs.values() for m in r))
     if not metrics:
