@@ -81,3 +81,30 @@ def test_gather_with_an_empty_rank(results: list[dict[str, Any]]) -> None:
 def test_average_gradient(results: list[dict[str, Any]]) -> None:
     for res in results:
         assert res["scalar_grad"].item() == pytest.approx((3.0 + 6.0) / 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"facts": 3.0}, "facts"),
+        ({"facts": torch.ones(2)}, "facts"),
+        ({"facts": {1: True}}, "facts"),
+        ({"facts": {"flag": [1]}}, "facts"),
+        ({"facts": {"flag": 0.5}}, "facts"),
+        ({"failure": "bad input"}, "failure"),
+        ({"failure": 3}, "failure"),
+        ({"caller": 7}, "caller"),
+        ({"caller": None}, "caller"),
+    ],
+)
+def test_all_gather_sizes_agreement_args_checked(kwargs: dict[str, Any], name: str) -> None:
+    # Issue 17 fuzz findings: these reached a truth test / `raise` of a non-exception.
+    with pytest.raises(TypeError, match=rf"\b{name}\b"):
+        all_gather_sizes(torch.ones(3, 2), **kwargs)
+
+
+def test_all_gather_sizes_valid_agreement_args_single_process() -> None:
+    facts = {"flag": True, "n": 4, "dtype": torch.float16, "absent": None}
+    assert all_gather_sizes(torch.ones(3, 2), facts=facts, caller="f") == [3]
+    with pytest.raises(KeyError, match="own"):
+        all_gather_sizes(torch.ones(3, 2), failure=KeyError("own"))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.data.shapes import NEGATIVE_TYPES, ShapesDataset
-from vlp.eval import SHAPES_METRICS, evaluate_shapes, metrics_table
+from vlp.eval import SHAPES_METRICS, evaluate_shapes, evaluate_shapes_segmentation, metrics_table
 
 
 def _key(x: torch.Tensor) -> bytes:
@@ -125,3 +125,72 @@ def test_metrics_table_bad_runs_named(runs: object) -> None:
     # Issue 17 fuzz findings: AttributeError / Python's own TypeError before.
     with pytest.raises(TypeError, match=r"\bruns\b"):
         metrics_table(runs)  # type: ignore[arg-type]
+
+
+def _tok(texts: list[str]) -> torch.Tensor:
+    return torch.zeros(len(texts), 3, dtype=torch.long)
+
+
+@pytest.mark.parametrize(
+    ("model", "tokenize", "name"),
+    [
+        (None, _tok, "model"),
+        (torch.ones(2, 2), _tok, "model"),
+        (nn.Linear(2, 2), _tok, "model"),  # no encode_image
+        ("clip", _tok, "model"),
+    ],
+)
+def test_evaluate_shapes_bad_model_or_tokenizer_named(
+    model: object, tokenize: object, name: str
+) -> None:
+    # Issue 17 fuzz findings: AttributeError ('... has no attribute training') before.
+    with pytest.raises(TypeError, match=rf"\b{name}\b"):
+        evaluate_shapes(model, tokenize, num_test=2, num_compositional=2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=rf"\b{name}\b"):
+        evaluate_shapes_segmentation(lambda x: x, model, tokenize, num_images=1)  # type: ignore[arg-type]
+
+
+class _Encoder(nn.Module):
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)[:, :4]
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        return text.float()
+
+
+@pytest.mark.parametrize(
+    ("tokenize", "preprocess", "name"),
+    [
+        (None, None, "tokenize"),
+        (torch.ones(3), None, "tokenize"),
+        (nn.Linear(2, 2), None, "tokenize"),
+        (lambda texts: [0] * len(texts), None, "tokenize"),  # returns no tensor
+        (_tok, 3, "preprocess"),
+        (_tok, lambda x: x.tolist(), "preprocess"),  # returns no tensor
+    ],
+)
+def test_evaluate_shapes_bad_tokenize_preprocess_named(
+    tokenize: object, preprocess: object, name: str
+) -> None:
+    with pytest.raises(TypeError, match=rf"\b{name}\b"):
+        evaluate_shapes(
+            _Encoder(),
+            tokenize,
+            preprocess=preprocess,
+            num_test=2,
+            num_compositional=2,  # type: ignore[arg-type]
+        )
+
+
+def test_evaluate_shapes_segmentation_bad_dense_features_named() -> None:
+    with pytest.raises(TypeError, match=r"\bdense_features\b"):
+        evaluate_shapes_segmentation(torch.ones(2), _Encoder(), _tok, num_images=1)  # type: ignore[arg-type]
+
+
+def test_evaluate_shapes_encoder_output_shape_checked() -> None:
+    class Bad(_Encoder):
+        def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+            return text.float()[:1]  # one row for a batch of several
+
+    with pytest.raises(TypeError, match=r"model\.encode_text"):
+        evaluate_shapes(Bad(), _tok, num_test=2, num_compositional=2)

@@ -23,9 +23,6 @@ ROOT = HARNESS.parents[1]
 #: Findings still open, by callable, with the reason (docs/reliability.md lists them).
 #: Every other callable must give a clear error or a finite result on every input.
 KNOWN: dict[str, str] = {
-    "distributed.all_gather_sizes": "new agreement arguments (facts, failure, caller) unchecked",
-    "eval.evaluate_shapes": "new recipe helper: model/tokenize types unchecked",
-    "eval.evaluate_shapes_segmentation": "as eval.evaluate_shapes",
     "losses.SigLipLoss": "chunk_size of a wrong type compared before its type check",
     "losses.contrastive_distillation_loss": "reworked distillation (issue 12): a non-tensor "
     "student_image reaches a truth test",

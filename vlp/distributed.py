@@ -205,7 +205,21 @@ def all_gather_sizes(
         RankAgreementError: (a ``ValueError``) on every rank, naming what differs and on
             which ranks, or which rank rejected its input and why.
     """
+    if facts is not None and not isinstance(facts, Mapping):
+        raise TypeError(f"facts must be a mapping of name to value, got {type(facts).__name__}")
     facts = dict(facts or {})
+    for key, value in facts.items():
+        if not isinstance(key, str):
+            raise TypeError(f"facts must be keyed by str names, got {type(key).__name__}")
+        if value is not None and not isinstance(value, (bool, int, torch.dtype)):
+            raise TypeError(
+                f"facts[{key!r}] must be a bool, int, torch.dtype or None, got "
+                f"{type(value).__name__}"
+            )
+    if failure is not None and not isinstance(failure, BaseException):
+        raise TypeError(f"failure must be an exception or None, got {type(failure).__name__}")
+    if not isinstance(caller, str):
+        raise TypeError(f"caller must be a str, got {type(caller).__name__}")
     if len(facts) > _FACT_SLOTS:
         raise ValueError(f"facts can hold at most {_FACT_SLOTS} entries, got {len(facts)}")
     world = get_world_size(group)

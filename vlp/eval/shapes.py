@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vlp._checks import check_int
 from vlp.eval.compositional import compositional_accuracy, paired_similarity
@@ -57,16 +58,53 @@ class DualEncoder(Protocol):
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
 
+def _check_callables(
+    model: object,
+    methods: tuple[str, ...],
+    tokenize: object,
+    preprocess: object,
+) -> None:
+    """TypeError naming the argument for a model lacking a method or a non-callable."""
+    for method in methods:
+        if not callable(getattr(model, method, None)):
+            raise TypeError(f"model must have a callable {method}(), got {type(model).__name__}")
+    if not isinstance(getattr(model, "training", None), bool) or not callable(
+        getattr(model, "train", None)
+    ):
+        raise TypeError(
+            f"model must have a bool `training` and a train(mode) method (an nn.Module does), "
+            f"got {type(model).__name__}"
+        )
+    if not callable(tokenize) or isinstance(tokenize, (torch.Tensor, nn.Module)):
+        raise TypeError(
+            f"tokenize must be a function list[str] -> token ids, got {type(tokenize).__name__}"
+        )
+    if preprocess is not None and not callable(preprocess):
+        raise TypeError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
+
+
+def _encoded(name: str, value: object, rows: int) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.dim() != 2 or value.shape[0] != rows:
+        raise TypeError(
+            f"model.{name} must return a ({rows}, D) tensor, got "
+            f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+        )
+    return value
+
+
 def _encode_images(
     model: DualEncoder,
     images: torch.Tensor,
     preprocess: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
 ) -> torch.Tensor:
-    out = [
-        model.encode_image(preprocess(images[i : i + batch_size])).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i : i + batch_size]
+        x = preprocess(batch)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"preprocess must return a tensor, got {type(x).__name__}")
+        out.append(_encoded("encode_image", model.encode_image(x), len(batch)).float().cpu())
     return F.normalize(torch.cat(out), dim=-1)
 
 
@@ -77,10 +115,15 @@ def _encode_texts(
     device: torch.device | str,
     batch_size: int,
 ) -> torch.Tensor:
-    out = [
-        model.encode_text(tokenize(list(texts[i : i + batch_size])).to(device)).float().cpu()
-        for i in range(0, len(texts), batch_size)
-    ]
+    out = []
+    for i in range(0, len(texts), batch_size):
+        batch = list(texts[i : i + batch_size])
+        ids = tokenize(batch)
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"tokenize must return a tensor of token ids, got {type(ids).__name__}")
+        out.append(
+            _encoded("encode_text", model.encode_text(ids.to(device)), len(batch)).float().cpu()
+        )
     return F.normalize(torch.cat(out), dim=-1)
 
 
@@ -143,6 +186,7 @@ def evaluate_shapes(
     check_int("num_test", num_test, low=1)
     check_int("num_compositional", num_compositional, low=1)
     check_int("captions_per_image", captions_per_image, low=1)
+    _check_callables(model, ("encode_image", "encode_text"), tokenize, preprocess)
     if preprocess is None:
 
         def preprocess(images: torch.Tensor) -> torch.Tensor:
@@ -266,6 +310,12 @@ def evaluate_shapes_segmentation(
     check_int("image_size", image_size, low=1)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale >= 1:
         raise ValueError(f"scale must be a number >= 1, got {scale!r}")
+    if not callable(dense_features) or isinstance(dense_features, torch.Tensor):
+        raise TypeError(
+            f"dense_features must be a function (B, 3, s, s) -> (B, g, g, D), got "
+            f"{type(dense_features).__name__}"
+        )
+    _check_callables(model, ("encode_text",), tokenize, preprocess)
     if preprocess is None:
 
         def preprocess(images: torch.Tensor) -> torch.Tensor:
