@@ -13,7 +13,9 @@ scalar ``fma.rn.f32`` count, warps and stages, to ``benchmarks/results/compile_r
 
 Clean means: no compile failure, shared memory within each target's limit, no spills for
 fp16/bf16 inputs. ``--subset fast`` / ``--subset test`` compile smaller matrices (the test
-suite runs ``test``).
+suite runs ``test``); ``--only OP`` keeps the ops whose name contains ``OP`` (e.g.
+``--only cluster_scores``) and then writes to a temporary file unless ``--out`` is given,
+so a partial run never replaces the committed report.
 Run it without ``TRITON_INTERPRET`` (the interpreter replaces the kernels).
 """
 
@@ -291,11 +293,13 @@ def build_report(
     *,
     jobs: int = 1,
     partial: Callable[[dict[str, Any]], None] | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Compile the matrix of ``subset`` (full, fast, test) and return the report.
 
     Every launch is recorded first; the distinct compiles (fp16/bf16 first) then run in
     ``jobs`` forked processes, and ``partial`` receives the report so far after each one.
+    ``only``: keep the ops whose name contains one of these strings (all ops if None).
     """
     import concurrent.futures
     import multiprocessing
@@ -303,6 +307,10 @@ def build_report(
     import triton
 
     groups = [contrastive_cases(subset), attention_cases(subset), cluster_cases(subset)]
+    if only:
+        groups = [[case for case in group if any(o in case[0] for o in only)] for group in groups]
+        if not any(groups):
+            raise ValueError(f"--only {only} matches no op of the {subset!r} subset")
     precisions = [p for p in PRECISIONS if p[0] in SUBSET_PRECISIONS[subset]]
     keys: dict[str, int] = {}
     pending: list[tuple[int, dict[str, Any], str]] = []  # (job, row stub, label)
@@ -337,6 +345,7 @@ def build_report(
         rows = [{**stub, **results[job]} for job, stub, _ in pending if job in results]
         return {
             "triton": triton.__version__, "torch": torch.__version__, "subset": subset,
+            "only": only or None,
             "compiles_done": len(results), "compiles_total": len(_JOBS),
             "complete": len(results) == len(_JOBS), "rows": rows, "summary": summarize(rows),
         }  # fmt: skip
@@ -405,20 +414,34 @@ def main(argv: list[str] | None = None) -> int:
         "--subset", choices=["full", "fast", "test"], default="full",
         help="full: issue 13's matrix; fast: a few shapes; test: the test suite's subset",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=RESULTS / "compile_report.json")
+    parser.add_argument(
+        "--only", action="append", metavar="OP",
+        help="keep the ops whose name contains OP (repeatable), e.g. cluster_scores",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="JSON path (default: results/compile_report.json; a temporary file with --only)",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="compiles run in parallel")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter replaces the kernels", file=sys.stderr)
         return 2
+    if args.out is None:
+        args.out = (
+            Path(tempfile.gettempdir()) / f"vlp_compile_report_only_{os.getpid()}.json"
+            if args.only
+            else RESULTS / "compile_report.json"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def write(report: dict[str, Any]) -> None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 
-    report = build_report(args.subset, jobs=args.jobs, partial=write)
+    report = build_report(args.subset, jobs=args.jobs, partial=write, only=args.only)
     write(report)
     print(json.dumps(report["summary"], indent=1))
+    print(f"written to {args.out}")
     return 0 if report["summary"]["clean"] else 1
 
 

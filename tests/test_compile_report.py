@@ -61,6 +61,55 @@ def test_compile_report_subset_is_clean_for_sm80_and_sm90(tmp_path: Path) -> Non
     assert fwd["grid"][1] > 1
 
 
+@pytest.mark.skipif(not triton_runnable(), reason="needs Triton")
+def test_compile_report_only_cluster_scores_has_no_half_spills() -> None:
+    """``--only cluster_scores``: the full cluster-scores matrix, nothing else.
+
+    Both shapes (ViT-B/16 at 224 px, ViT-L/14 at 336 px), fp32/fp16/bf16, sm_80 and sm_90:
+    with a 2-stage pipeline ptxas spilled 4 bytes for ViT-B/16 fp16 on sm_90. Without
+    ``--out`` a filtered run goes to a temporary file, never the committed report.
+    """
+    committed = ROOT / "benchmarks" / "results" / "compile_report.json"
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compile_report", "--only", "cluster_scores",
+         "--jobs", "2"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = Path(re.findall(r"^written to (.+)$", proc.stdout, flags=re.M)[-1])
+    assert written.resolve() != committed.resolve()
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before
+    report = json.loads(written.read_text())
+    written.unlink()
+    assert report["only"] == ["cluster_scores"] and report["complete"]
+    rows = report["rows"]
+    assert {r["op"] for r in rows} == {"cluster_scores"}
+    combos = {(r["target"], r["precision"], r["shape"]["px"]) for r in rows}
+    assert combos == {
+        (t, p, px)
+        for t in ("sm_80", "sm_90")
+        for p in ("float32-highest", "float16", "bfloat16")
+        for px in (224, 336)
+    }
+    for r in rows:
+        assert r["ok"] and r["spill_store_bytes"] == 0, r
+        assert r["registers"] is not None and 0 < r["shared_bytes"] <= r["shared_limit_bytes"]
+    assert report["summary"]["clean"]
+
+
+@pytest.mark.skipif(not triton_runnable(), reason="needs Triton")
+def test_compile_report_only_rejects_an_unknown_op(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compile_report", "--only", "no_such_op",
+         "--out", str(tmp_path / "r.json")],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "matches no op" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 
 

@@ -108,11 +108,17 @@ def _reference(
 
 #: Shared memory per program on a GPU, in bytes: 64 KiB fits every GPU Triton targets
 #: (Turing's per-block limit, well under the 99 KiB of consumer Ampere/Ada and the
-#: 163 KiB of the A100). The software pipeline holds ``num_stages`` copies of the patch
+#: 163 KiB of the A100). A software pipeline would hold ``num_stages`` copies of the patch
 #: and anchor chunks, ``(BL + KP) * QC`` fp32 values each; they get 3/4 of it.
 _SHARED_BUDGET = 64 * 1024
 _TILE_BUDGET = 48 * 1024
-_NUM_STAGES = 2
+#: One stage: no software pipeline. The loop's loads feed elementwise centring before the
+#: product, so a pipeline buys little here (each SM runs several programs of B * cdiv(L, BL)
+#: to hide load latency) and costs registers: at 2 stages ptxas spilled 4 bytes for ViT-B/16
+#: fp16 on sm_90 (72 registers), at 3 stages bf16 instead; 1 stage compiles without spills
+#: for every dtype and both targets of the compile report, with fewer registers and more
+#: vectorised loads (benchmarks/compile_report.py, ``--only cluster_scores``).
+_NUM_STAGES = 1
 _GPU_CHUNK = 32
 
 
