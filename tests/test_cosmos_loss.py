@@ -1,5 +1,12 @@
 """COSMOS losses: spec section 11.1-11.3 cases, a float64 reference written from the spec's
-formulas (not through clip_loss), gradients, the chunked path and bad input."""
+formulas (not through clip_loss), gradients, the chunked path and bad input.
+
+Honours ``VLP_TEST_DEVICE``: views are drawn on the CPU with a seeded generator and moved to
+the test device, and the losses under test are moved there too; with ``cuda`` the
+``backend="triton"`` test runs the compiled kernel against a float64 CPU reference through
+``assert_kernel_close``. The distributed tests stay on the CPU on purpose (gloo process
+groups carry CPU tensors only): ``global_views`` draws CPU views.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._device import DEVICE, dev
 from vlp.losses import (
     COSMOSLoss,
     COSMOSLossOutput,
@@ -17,7 +25,7 @@ from vlp.losses import (
     cosmos_distillation_loss,
     multiview_clip_loss,
 )
-from vlp.testing import assert_close, triton_runnable
+from vlp.testing import assert_close, assert_kernel_close, triton_runnable
 
 F64 = torch.float64
 
@@ -54,8 +62,10 @@ def reference_objective(img, txt, img_x, txt_x, t_img, t_txt, s, s_d):
     return l_clip, l_cosmos
 
 
-def views(n_views: int, n: int, d: int, g: torch.Generator, dtype=F64) -> list[torch.Tensor]:
-    return [torch.randn(n, d, generator=g, dtype=dtype) for _ in range(n_views)]
+def views(
+    n_views: int, n: int, d: int, g: torch.Generator, dtype=F64, device: torch.device = DEVICE
+) -> list[torch.Tensor]:
+    return [torch.randn(n, d, generator=g, dtype=dtype).to(device) for _ in range(n_views)]
 
 
 def cosmos_inputs(g: torch.Generator, n: int = 5, d: int = 6):
@@ -73,7 +83,7 @@ def cosmos_inputs(g: torch.Generator, n: int = 5, d: int = 6):
 
 
 def test_pairwise_closed_forms() -> None:
-    eye = torch.eye(2, dtype=F64)
+    eye = torch.eye(2, dtype=F64, device=DEVICE)
     swapped = eye.flip(0)
     t1 = multiview_clip_loss([eye], [eye], 1.0)
     assert float(t1) == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-12)
@@ -82,22 +92,22 @@ def test_pairwise_closed_forms() -> None:
     assert float(t2) == pytest.approx(1.3132617, abs=1e-7)
     s = 1 / 0.07
     assert float(multiview_clip_loss([eye], [eye], s)) == pytest.approx(6.2487e-07, rel=1e-4)
-    eye4 = torch.eye(4, dtype=F64)
+    eye4 = torch.eye(4, dtype=F64, device=DEVICE)
     t3 = multiview_clip_loss([eye4], [eye4], s)
     assert float(t3) == pytest.approx(math.log1p(3 * math.exp(-s)), rel=1e-9)
     assert float(t3) == pytest.approx(1.8746e-06, rel=1e-4)
-    collapsed = torch.ones(4, 3, dtype=F64)
+    collapsed = torch.ones(4, 3, dtype=F64, device=DEVICE)
     for scale in (0.5, 1 / 0.07, 100.0):
         t4 = multiview_clip_loss([collapsed, collapsed], [collapsed], scale)
         assert float(t4) == pytest.approx(math.log(4), abs=1e-12)
-    one = torch.randn(1, 3, dtype=F64)
+    one = dev(torch.randn(1, 3, dtype=F64))
     assert float(multiview_clip_loss([one], [one.flip(1)], 3.0)) == 0.0
 
 
 def test_pairwise_symmetry_and_permutation(generator: torch.Generator) -> None:
     a, b = views(2, 6, 5, generator)
     assert_close(multiview_clip_loss([a], [b], 7.0), multiview_clip_loss([b], [a], 7.0))
-    perm = torch.randperm(6, generator=generator)
+    perm = dev(torch.randperm(6, generator=generator))
     assert_close(multiview_clip_loss([a], [b], 7.0), multiview_clip_loss([a[perm]], [b[perm]], 7.0))
 
 
@@ -136,9 +146,9 @@ def test_objective_matches_reference_on_random_cases(n, d, n_a, n_b, scale, seed
 
 
 def test_collapsed_objective_is_two_log_four() -> None:
-    collapsed = torch.ones(4, 3, dtype=F64)
+    collapsed = torch.ones(4, 3, dtype=F64, device=DEVICE)
     eight, two = [collapsed] * 8, [collapsed] * 2
-    loss_fn = COSMOSLoss(dtype=F64)
+    loss_fn = COSMOSLoss(dtype=F64, device=DEVICE)
     with torch.no_grad():
         out = loss_fn(eight, eight, eight, eight, two, two, return_details=True)
         plain = loss_fn(eight, eight, eight, eight, two, two)
@@ -155,7 +165,7 @@ def test_objective_matches_float64_reference(generator: torch.Generator) -> None
     for group in inputs:
         for t in group:
             t.requires_grad_()
-    loss_fn = COSMOSLoss(dtype=F64)
+    loss_fn = COSMOSLoss(dtype=F64, device=DEVICE)
     with torch.no_grad():
         loss_fn.logit_scale.log_scale.fill_(math.log(9.0))
         loss_fn.distill_logit_scale.log_scale.fill_(math.log(5.0))
@@ -181,7 +191,7 @@ def test_structure_local_crops_teacher_and_temperatures(generator: torch.Generat
     img, txt, img_x, txt_x, t_img, t_txt = cosmos_inputs(generator)
     for t in [*t_img, *t_txt]:
         t.requires_grad_()
-    loss_fn = COSMOSLoss(dtype=F64)
+    loss_fn = COSMOSLoss(dtype=F64, device=DEVICE)
     out = loss_fn(img, txt, img_x, txt_x, t_img, t_txt, return_details=True)
 
     # L_CLIP ignores local image crops; L_COSMOS depends on their cross-modal features.
@@ -204,7 +214,7 @@ def test_structure_local_crops_teacher_and_temperatures(generator: torch.Generat
 
 
 def test_temperatures_initial_value_and_clamp() -> None:
-    loss_fn = COSMOSLoss(dtype=F64)
+    loss_fn = COSMOSLoss(dtype=F64, device=DEVICE)
     for scale in (loss_fn.logit_scale, loss_fn.distill_logit_scale):
         assert scale.log_scale.item() == pytest.approx(2.6592600, abs=1e-7)
     with torch.no_grad():
@@ -221,7 +231,7 @@ def test_temperatures_initial_value_and_clamp() -> None:
 def test_gradcheck(generator: torch.Generator) -> None:
     xs = [v.requires_grad_() for v in views(2, 3, 4, generator)]
     ys = [v.requires_grad_() for v in views(2, 3, 4, generator)]
-    scale = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    scale = torch.tensor(3.0, dtype=F64, device=DEVICE, requires_grad=True)
     torch.autograd.gradcheck(
         lambda a0, a1, b0, b1, s: multiview_clip_loss([a0, a1], [b0, b1], s),
         (*xs, *ys, scale),
@@ -236,27 +246,35 @@ def test_gradcheck(generator: torch.Generator) -> None:
 def test_chunked_path_equals_dense(generator: torch.Generator) -> None:
     xs = [v.requires_grad_() for v in views(3, 7, 5, generator)]
     ys = [v.requires_grad_() for v in views(2, 7, 5, generator)]
-    scale = torch.tensor(6.0, dtype=F64, requires_grad=True)
+    scale = torch.tensor(6.0, dtype=F64, device=DEVICE, requires_grad=True)
     dense = multiview_clip_loss(xs, ys, scale, label_smoothing=0.1)
     chunked = multiview_clip_loss(xs, ys, scale, label_smoothing=0.1, chunk_size=3)
     assert_close(chunked, dense, rtol=1e-12, atol=1e-12)
     wrt = [*xs, *ys, scale]
     for g_c, g_d in zip(torch.autograd.grad(chunked, wrt), torch.autograd.grad(dense, wrt)):
         assert_close(g_c, g_d, rtol=1e-10, atol=1e-12)
-    loss_fn = COSMOSLoss(dtype=F64, chunk_size=2)
+    loss_fn = COSMOSLoss(dtype=F64, chunk_size=2, device=DEVICE)
     inputs = cosmos_inputs(generator, n=4, d=3)
-    assert_close(loss_fn(*inputs), COSMOSLoss(dtype=F64)(*inputs), rtol=1e-12)
+    assert_close(loss_fn(*inputs), COSMOSLoss(dtype=F64, device=DEVICE)(*inputs), rtol=1e-12)
 
 
 @pytest.mark.skipif(not triton_runnable(), reason="triton cannot run here")
 def test_triton_tiled_path_equals_dense(generator: torch.Generator) -> None:
-    xs = [v.float().requires_grad_() for v in views(2, 5, 4, generator)]
-    ys = [v.float().requires_grad_() for v in views(1, 5, 4, generator)]
-    dense = multiview_clip_loss(xs, ys, 5.0)
+    # The fp32 kernel on the test device against the dense path in float64 on the CPU.
+    cpu = torch.device("cpu")
+    xs64, ys64 = views(2, 5, 4, generator, device=cpu), views(1, 5, 4, generator, device=cpu)
+    xs = [dev(v.float()).requires_grad_() for v in xs64]
+    ys = [dev(v.float()).requires_grad_() for v in ys64]
+    ref_xs = [v.float().double().requires_grad_() for v in xs64]
+    ref_ys = [v.float().double().requires_grad_() for v in ys64]
+    dense = multiview_clip_loss(ref_xs, ref_ys, 5.0)
     fused = multiview_clip_loss(xs, ys, 5.0, backend="triton")
-    assert_close(fused, dense)
-    for g_f, g_d in zip(torch.autograd.grad(fused, xs + ys), torch.autograd.grad(dense, xs + ys)):
-        assert_close(g_f, g_d)
+    assert fused.device.type == DEVICE.type
+    assert_kernel_close(fused, dense, torch.float32, msg="loss")
+    got = torch.autograd.grad(fused, xs + ys)
+    want = torch.autograd.grad(dense, ref_xs + ref_ys)
+    for index, (g_f, g_d) in enumerate(zip(got, want)):
+        assert_kernel_close(g_f, g_d, torch.float32, msg=f"view {index}")
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -281,7 +299,7 @@ def test_bad_input(generator: torch.Generator) -> None:
     with pytest.raises(ValueError, match="teacher_text must hold at least one view"):
         cosmos_distillation_loss([a], [b], [a], [], 1.0)
     with pytest.raises(ValueError, match="clip_image_views=2"):
-        COSMOSLoss(dtype=F64)([a], [b], [a], [b], [a], [b])
+        COSMOSLoss(dtype=F64, device=DEVICE)([a], [b], [a], [b], [a], [b])
     with pytest.raises(ValueError, match="clip_image_views must be an int >= 1"):
         COSMOSLoss(clip_image_views=0)
 
@@ -292,9 +310,10 @@ RANK_SIZES = (3, 4)  # uneven on purpose
 
 
 def global_views() -> list[list[torch.Tensor]]:
+    # CPU views whatever VLP_TEST_DEVICE says: the gloo workers reduce CPU tensors.
     g = torch.Generator().manual_seed(3)
-    n = sum(RANK_SIZES)
-    return [views(3, n, 5, g), views(2, n, 5, g), views(2, n, 5, g), views(1, n, 5, g)]
+    n, cpu = sum(RANK_SIZES), torch.device("cpu")
+    return [views(k, n, 5, g, device=cpu) for k in (3, 2, 2, 1)]
 
 
 def distributed_worker(rank: int, world: int) -> dict[str, torch.Tensor]:

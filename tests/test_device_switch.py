@@ -23,7 +23,7 @@ ROOT = TESTS.parent
 
 #: Kernel, loss and module test modules that ignore VLP_TEST_DEVICE (CPU tensors only).
 NOT_YET = {
-    "test_compile", "test_cosmos_loss",
+    "test_compile",
     "test_custom_ops", "test_deprecated_paths",
     "test_distributed_faults", "test_ema", "test_example_train_clip",
     "test_fsc_clip_losses", "test_fsdp_grad_cache_distributed", "test_grad_cache", "test_hub",
