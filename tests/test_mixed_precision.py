@@ -4,6 +4,14 @@ Regression tests for issue 14: the chunked SigLIP loss crashed under autocast
 ("dot : expected both vectors to have same dtype"), the distillation losses rejected an
 fp32 teacher against a bf16 student, and ``logit_scale=7e4`` / ``logit_bias=1e5``
 overflowed to inf when cast to fp16 features.
+
+Honours ``VLP_TEST_DEVICE``: the autocast tests (tolerances of the autocast dtype) draw their
+features on the CPU, move them to the test device and autocast on that device type, so with
+``cuda`` the compiled ``backend="triton"`` kernels run under CUDA autocast. The tests that
+compare two computations to 1e-5 or tighter (dtype promotion, large scales in fp16, scale
+overflow errors) stay on the CPU on purpose: there ``backend="auto"`` is the torch path,
+whereas on CUDA it picks the Triton kernels, whose fp16/bf16 policy rounds intermediates
+(``vlp.testing.KERNEL_TOLERANCES``), and CUDA's autocast op lists differ from the CPU's.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests._device import DEVICE, dev
 from vlp.losses import (
     SigLipLoss,
     clip_loss,
@@ -25,10 +34,13 @@ from vlp.testing import assert_close
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
-def _features(generator: torch.Generator, n: int = 12, d: int = 16) -> tuple[torch.Tensor, ...]:
+def _features(
+    generator: torch.Generator, n: int = 12, d: int = 16, device: torch.device | None = None
+) -> tuple[torch.Tensor, ...]:
+    """CPU features by default; ``device=DEVICE`` for the tests that honour the switch."""
     image = torch.randn(n, d, generator=generator)
     text = image + 0.5 * torch.randn(n, d, generator=generator)
-    return image, text
+    return image.to(device), text.to(device)
 
 
 def _value_and_grads(fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
@@ -50,22 +62,22 @@ def _check_near(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...], t
 def test_chunked_siglip_under_autocast(
     generator: torch.Generator, dtype: torch.dtype, backend: str
 ) -> None:
-    image, text = _features(generator)
+    image, text = _features(generator, device=DEVICE)
 
     def loss(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return siglip_loss(i, t, 10.0, -5.0, chunk_size=5, backend=backend)  # type: ignore[arg-type]
 
     want = _value_and_grads(loss, image, text)
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(DEVICE.type, dtype=dtype):
         got = _value_and_grads(loss, image, text)
     _check_near(got, want, TOLERANCE[dtype])
 
 
 def test_siglip_module_chunked_under_autocast(generator: torch.Generator) -> None:
-    image, text = _features(generator)
-    module = SigLipLoss(chunk_size=4)
+    image, text = _features(generator, device=DEVICE)
+    module = SigLipLoss(chunk_size=4).to(DEVICE)
     want = module(image, text)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         got = module(image, text)
     got.backward()
     assert got.dtype == torch.float32
@@ -79,13 +91,13 @@ def test_siglip_module_chunked_under_autocast(generator: torch.Generator) -> Non
 def test_chunked_clip_under_autocast(
     generator: torch.Generator, dtype: torch.dtype, backend: str
 ) -> None:
-    image, text = _features(generator)
+    image, text = _features(generator, device=DEVICE)
 
     def loss(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return clip_loss(i, t, 10.0, chunk_size=5, backend=backend)  # type: ignore[arg-type]
 
     want = _value_and_grads(loss, image, text)
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(DEVICE.type, dtype=dtype):
         got = _value_and_grads(loss, image, text)
     _check_near(got, want, TOLERANCE[dtype])
 
@@ -133,16 +145,16 @@ def test_distillation_fp32_teacher_bf16_student(generator: torch.Generator) -> N
 
 def test_distillation_under_autocast_with_fp32_teacher(generator: torch.Generator) -> None:
     # The reported case: the student runs under autocast, the frozen teacher in fp32.
-    image, text = _features(generator)
-    teacher = torch.randn(12, 16, generator=generator)
-    proj = torch.nn.Linear(16, 16)
+    image, text = _features(generator, device=DEVICE)
+    teacher = dev(torch.randn(12, 16, generator=generator))
+    proj = torch.nn.Linear(16, 16).to(DEVICE)
 
     def loss(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = contrastive_distillation_loss(proj(i), proj(t), teacher, None, 10.0)
         return out + feature_distillation_loss(proj(i), teacher, "mse")
 
     want = _value_and_grads(loss, image, text)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         assert proj(image).dtype == torch.bfloat16
         got = _value_and_grads(loss, image, text)
     _check_near(got, want, TOLERANCE[torch.bfloat16])
