@@ -20,14 +20,10 @@ import pytest
 HARNESS = Path(__file__).with_name("fuzz_harness.py")
 ROOT = HARNESS.parents[1]
 
-#: Findings still open, by callable, with the reason (docs/reliability.md lists them).
+#: Findings still open, by callable, with the reason (docs/reliability.md lists them);
+#: empty since every callable's bad input is rejected by name (issue 17).
 #: Every other callable must give a clear error or a finite result on every input.
-KNOWN: dict[str, str] = {
-    "losses.SigLipLoss": "chunk_size of a wrong type compared before its type check",
-    "losses.contrastive_distillation_loss": "reworked distillation (issue 12): a non-tensor "
-    "student_image reaches a truth test",
-    "losses.ContrastiveDistillationLoss": "as losses.contrastive_distillation_loss",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _limit_memory() -> None:  # pragma: no cover - runs in the child

@@ -280,3 +280,13 @@ def test_two_process_ddp_matches_single_process(index: int) -> None:
                 assert (got - want).abs().max() > 1e-6
         assert_close(r["scale"], single["scale"], msg="logit scale gradient")
         assert_close(r["bias"], single["bias"], msg="logit bias gradient")
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "error"),
+    [("x", TypeError), (1.5, TypeError), (True, TypeError), (0, ValueError)],
+)
+def test_siglip_module_bad_chunk_size_named(chunk_size: Any, error: type[Exception]) -> None:
+    # Issue 17 fuzz finding (was in test_fuzz.KNOWN): checked at construction, by name.
+    with pytest.raises(error, match=r"\bchunk_size\b"):
+        SigLipLoss(chunk_size=chunk_size)

@@ -665,3 +665,32 @@ def test_contrastive_distillation_tiled_matches_dense(chunk_size: int) -> None:
         assert_close(a, b)
     with pytest.raises(ValueError, match="return_details=True needs the logits"):
         contrastive_distillation_loss(*inputs, bank, scale, chunk_size=2, return_details=True)
+
+
+@pytest.mark.parametrize("local_targets", [torch.ones(3, dtype=torch.bool), torch.ones(0), 1, None])
+def test_distillation_non_bool_local_targets_named(local_targets: object) -> None:
+    # Issue 17 fuzz finding: a tensor local_targets reached a truth test (RuntimeError).
+    s = torch.randn(3, 4, dtype=F64)
+    with pytest.raises(TypeError, match=r"\blocal_targets\b"):
+        contrastive_distillation_loss(s, s, s, None, 10.0, local_targets=local_targets)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"\blocal_targets\b"):
+        ContrastiveDistillationLoss(4, 4, local_targets=local_targets)(s, s, s)  # type: ignore[arg-type]
+
+
+def test_distillation_module_bank_args_named() -> None:
+    # Issue 17 fuzz findings: errors named the bank's own arguments (size, init) or none.
+    with pytest.raises(TypeError, match=r"\bbank_size\b"):
+        ContrastiveDistillationLoss(bank_size="x", dim=4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\bbank_size\b"):
+        ContrastiveDistillationLoss(bank_size=0, dim=4)
+    with pytest.raises(ValueError, match=r"\bbank_init\b"):
+        ContrastiveDistillationLoss(4, 4, bank_init=None)  # type: ignore[arg-type]
+    for generator in ([1], nn.Linear(2, 2), 3):
+        with pytest.raises(TypeError, match=r"\bgenerator\b"):
+            ContrastiveDistillationLoss(4, 4, generator=generator)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"\bgenerator\b"):
+            TeacherMemoryBank(4, 4, generator=generator)  # type: ignore[arg-type]
+    seeded = [
+        TeacherMemoryBank(4, 3, generator=torch.Generator().manual_seed(0)).bank for _ in range(2)
+    ]
+    assert torch.equal(*seeded)

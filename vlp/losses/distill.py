@@ -23,6 +23,7 @@ from vlp._checks import (
     check_finite,
     check_float,
     check_floating,
+    check_int,
     check_same_device,
     check_tensor,
     values_readable,
@@ -245,6 +246,8 @@ def contrastive_distillation_loss(
             ops do: an fp32 frozen teacher against a bf16 student computes in fp32).
     """
     # Only local_targets=False communicates, so only then must a rejection reach every rank.
+    # (A non-bool local_targets is rejected on this rank before it picks the group.)
+    check_bool("local_targets", local_targets)
     exchange_group = False if local_targets else group
     with validated(exchange_group, "contrastive_distillation_loss"):
         _check_features(
@@ -604,6 +607,10 @@ class ContrastiveDistillationLoss(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        # Named here as this class names them; the bank calls them `size` and `init`.
+        check_int("bank_size", bank_size, low=1)
+        if not isinstance(bank_init, str) or bank_init not in ("random_unit", "empty"):
+            raise ValueError(f"bank_init must be 'random_unit' or 'empty', got {bank_init!r:.80}")
         self.bank = TeacherMemoryBank(
             bank_size, dim, init=bank_init, generator=generator, device=device, dtype=dtype
         )

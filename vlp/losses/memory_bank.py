@@ -83,6 +83,10 @@ class TeacherMemoryBank(nn.Module):
         if init not in ("random_unit", "empty"):
             raise ValueError(f"init must be 'random_unit' or 'empty', got {init!r}")
         self.init = init
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         if init == "random_unit":
             gen_device = generator.device if generator is not None else "cpu"
             rows = torch.rand(size, dim, generator=generator, device=gen_device, dtype=dtype)
