@@ -171,7 +171,7 @@ def test_bad_input() -> None:
     cache = GradCache(ClipLoss(dtype=F64))
     with pytest.raises(TypeError, match="loss_fn must be callable"):
         GradCache(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="micro_batch must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="micro_batch must be an int >= 1, got 0"):
         cache.step(image, text, x, t, micro_batch=0)
     with pytest.raises(TypeError, match="micro_batch must be an int, got float"):
         cache.step(image, text, x, t, micro_batch=2.0)  # type: ignore[arg-type]

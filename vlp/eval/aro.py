@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from vlp._checks import check_int
 from vlp.eval._common import check_scores
 from vlp.eval._files import BenchmarkFileError, iter_json_entries, read_text, require
 
@@ -235,8 +236,7 @@ def read_aro(
     """
     if task not in ARO_TASKS:
         raise ValueError(f"task must be one of {ARO_TASKS}, got {task!r}")
-    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
-        raise ValueError(f"max_words must be an int >= 1, got {max_words!r}")
+    check_int("max_words", max_words, low=1)
     file, text = read_text(path)
     if task in ("vg_relation", "vg_attribution"):
         return _vg_items(file, text, task)
@@ -302,10 +302,8 @@ def aro_accuracy(
     """
     check_scores("positive_scores", positive_scores, dims=1)
     check_scores("negative_scores", negative_scores, dims=2)
-    if min_count is not None and (
-        isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1
-    ):
-        raise ValueError(f"min_count must be an int >= 1 or None, got {min_count!r}")
+    if min_count is not None:
+        check_int("min_count", min_count, low=1)
     n, k = negative_scores.shape
     if positive_scores.shape[0] != n or len(items) != n:
         raise ValueError(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp._checks import check_int
+from vlp._checks import check_float, check_int
 from vlp.eval.compositional import compositional_accuracy, paired_similarity
 from vlp.eval.retrieval import retrieval_recall, similarity_matrix
 from vlp.eval.segmentation import (
@@ -308,8 +308,7 @@ def evaluate_shapes_segmentation(
 
     check_int("num_images", num_images, low=1)
     check_int("image_size", image_size, low=1)
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale >= 1:
-        raise ValueError(f"scale must be a number >= 1, got {scale!r}")
+    check_float("scale", scale, low=1.0)
     if not callable(dense_features) or isinstance(dense_features, torch.Tensor):
         raise TypeError(
             f"dense_features must be a function (B, 3, s, s) -> (B, g, g, D), got "

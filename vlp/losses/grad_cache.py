@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from vlp._checks import check_int
+
 __all__ = ["GradCache"]
 
 Encoder = Callable[[Any], torch.Tensor]
@@ -189,10 +191,7 @@ class GradCache:
             ValueError: ``micro_batch < 1``, images and texts with different batch sizes,
                 or encoders returning the wrong number of rows.
         """
-        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int):
-            raise TypeError(f"micro_batch must be an int, got {type(micro_batch).__name__}")
-        if micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+        check_int("micro_batch", micro_batch, low=1)
         for name, fn in (("encode_image", encode_image), ("encode_text", encode_text)):
             if not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")

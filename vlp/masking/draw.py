@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vlp._checks import check_shape, check_tensor
+from vlp._checks import check_int, check_shape, check_tensor
 from vlp._patches import grid_size, pair
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ def draw_mask(
     drop = _patch_flags("dropped", dropped, num_patches)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive int, got {scale!r}")
+    check_int("scale", scale, low=1)
 
     x = pixels.to(torch.float32)
     cells = masked.view(gh, gw).repeat_interleave(ph, 0).repeat_interleave(pw, 1)
