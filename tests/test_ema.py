@@ -1,5 +1,10 @@
 """EMA teacher: the update formula, the before-the-step order of the reference (spec 11.5),
-the cosine momentum ramp, freezing, and bad input."""
+the cosine momentum ramp, freezing, and bad input.
+
+Honours ``VLP_TEST_DEVICE``: the networks are built (seeded) on the CPU and moved to the test
+device, and inputs are drawn on the CPU and moved; ``test_bad_input`` checks argument
+validation only and stays on the CPU.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests._device import DEVICE, dev
 from vlp.heads import EMATeacher, cosine_momentum, ema_update
 from vlp.testing import assert_close
 
@@ -24,6 +30,11 @@ class Net(nn.Module):
         return self.norm(self.a(x))
 
 
+def net() -> Net:
+    """A ``Net`` initialised from the global seed on the CPU, on the test device."""
+    return Net().to(DEVICE)
+
+
 def test_cosine_momentum_spec_values() -> None:
     assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99, abs=1e-15)
     assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995, abs=1e-15)
@@ -34,7 +45,7 @@ def test_cosine_momentum_spec_values() -> None:
 
 def test_update_formula_every_parameter_no_buffers() -> None:
     torch.manual_seed(0)
-    student, teacher = Net(), Net()
+    student, teacher = net(), net()
     with torch.no_grad():
         student.frozen.fill_(2.0)
         student.norm.running_mean.fill_(5.0)
@@ -43,7 +54,9 @@ def test_update_formula_every_parameter_no_buffers() -> None:
     for name, p in teacher.named_parameters():
         expected = 0.9 * before[name] + 0.1 * dict(student.named_parameters())[name]
         assert_close(p, expected, rtol=1e-15, atol=1e-15, msg=name)
-    assert torch.equal(teacher.norm.running_mean, torch.zeros(4, dtype=F64))  # buffers untouched
+    assert torch.equal(
+        teacher.norm.running_mean, torch.zeros(4, dtype=F64, device=DEVICE)
+    )  # buffers untouched
     ema_update(teacher, student, 0.0)  # momentum 0 copies the student
     for (_, p), (_, q) in zip(teacher.named_parameters(), student.named_parameters()):
         assert torch.equal(p, q)
@@ -51,19 +64,19 @@ def test_update_formula_every_parameter_no_buffers() -> None:
 
 def test_reference_order_updates_before_the_optimizer_step() -> None:
     # Spec 11.5 "EMA": m=0.999, teacher 1, student 0 before the step and -5 after it.
-    student = nn.Linear(1, 1, bias=False, dtype=F64)
+    student = nn.Linear(1, 1, bias=False, dtype=F64, device=DEVICE)
     with torch.no_grad():
         student.weight.fill_(1.0)
     teacher = EMATeacher(student, momentum=0.999)
     with torch.no_grad():
         student.weight.fill_(0.0)
     optimizer = torch.optim.SGD(student.parameters(), lr=5.0)
-    (student(torch.ones(1, 1, dtype=F64)).sum()).backward()  # gradient 1: step to -5
+    (student(torch.ones(1, 1, dtype=F64, device=DEVICE)).sum()).backward()  # gradient 1: step to -5
     assert teacher.update(student) == 0.999  # before optimizer.step(), as the reference
     optimizer.step()
     assert student.weight.item() == -5.0
     assert float(teacher.module.weight) == pytest.approx(0.999, abs=1e-15)
-    late = EMATeacher(nn.Linear(1, 1, bias=False, dtype=F64))
+    late = EMATeacher(nn.Linear(1, 1, bias=False, dtype=F64, device=DEVICE))
     with torch.no_grad():
         late.module.weight.fill_(1.0)
     late.update(student)  # after the step: the variant the reference does not use
@@ -72,7 +85,7 @@ def test_reference_order_updates_before_the_optimizer_step() -> None:
 
 def test_teacher_is_a_frozen_copy_in_eval_mode() -> None:
     torch.manual_seed(0)
-    student = Net()
+    student = net()
     teacher = EMATeacher(student, momentum=0.5, total_steps=10)
     assert all(not p.requires_grad for p in teacher.parameters())
     assert all(
@@ -80,7 +93,7 @@ def test_teacher_is_a_frozen_copy_in_eval_mode() -> None:
     )
     teacher.train()
     assert not teacher.module.training and teacher.training
-    x = torch.randn(5, 3, dtype=F64)
+    x = dev(torch.randn(5, 3, dtype=F64))
     out = teacher(x)
     assert not out.requires_grad
     assert_close(out, student.eval()(x), rtol=0, atol=0)
@@ -117,24 +130,24 @@ def test_bad_input() -> None:
 
 def test_copy_buffers_keeps_a_batchnorm_teacher_in_step() -> None:
     torch.manual_seed(0)
-    student = Net()
+    student = net()
     default, copying = (
         EMATeacher(student, momentum=0.9),
         EMATeacher(student, momentum=0.9, copy_buffers=True),
     )
     student.train()
-    student(3.0 + torch.randn(16, 3, dtype=F64))  # moves the BatchNorm running statistics
+    student(dev(3.0 + torch.randn(16, 3, dtype=F64)))  # moves the BatchNorm running statistics
     default.update(student)
     copying.update(student)
     for name, buf in copying.module.named_buffers():
         assert torch.equal(buf, dict(student.named_buffers())[name]), name
-    assert torch.equal(default.module.norm.running_mean, torch.zeros(4, dtype=F64))
+    assert torch.equal(default.module.norm.running_mean, torch.zeros(4, dtype=F64, device=DEVICE))
     assert int(default.module.norm.num_batches_tracked) == 0
     # Parameters follow the EMA in both.
     for a, b in zip(default.parameters(), copying.parameters()):
         assert torch.equal(a, b)
     # The eval-mode teacher then normalises with the student's statistics.
-    x = torch.randn(5, 3, dtype=F64)
+    x = dev(torch.randn(5, 3, dtype=F64))
     with torch.no_grad():
         for t, s in zip(copying.module.parameters(), student.parameters()):
             t.copy_(s)
