@@ -26,7 +26,7 @@ NOT_YET = {
     "test_compile",
     "test_custom_ops", "test_deprecated_paths",
     "test_distributed_faults", "test_example_train_clip",
-    "test_fsc_clip_losses", "test_fsdp_grad_cache_distributed", "test_grad_cache", "test_hub",
+    "test_fsc_clip_losses", "test_fsdp_grad_cache_distributed", "test_hub",
     "test_kernels_dispatch", "test_naming", "test_reliability_inputs",
     "test_resume", "test_ssmke_distillation", "test_ssmke_model",
 }  # fmt: skip

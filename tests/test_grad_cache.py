@@ -1,4 +1,11 @@
-"""GradCache: the parameters' gradients equal one backward through the whole batch."""
+"""GradCache: the parameters' gradients equal one backward through the whole batch.
+
+Honours ``VLP_TEST_DEVICE``: the towers are built from the global seed on the CPU and moved
+to the test device, inputs are drawn on the CPU and moved. On CUDA dropout draws from the
+CUDA generator, so the replay check compares its state too. The tiled cases pin
+``backend="torch"`` (what ``"auto"`` gives on the CPU): these tests are about GradCache in
+float64, not about the fused kernels.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests._device import DEVICE, ON_CUDA, dev
 from vlp.losses import ClipLoss, GradCache, SigLipLoss, clip_loss, siglip_loss
 
 F64 = torch.float64
@@ -37,14 +45,19 @@ class Tower(nn.Module):
 
 def make(dropout: float = 0.3) -> tuple[Tower, Tower, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    image, text = Tower(6, dropout), Tower(7, dropout)
+    image, text = Tower(6, dropout).to(DEVICE), Tower(7, dropout).to(DEVICE)
     g = torch.Generator().manual_seed(1)
     return (
         image,
         text,
-        torch.randn(BATCH, 6, generator=g, dtype=F64),
-        torch.randn(BATCH, 7, generator=g, dtype=F64),
+        dev(torch.randn(BATCH, 6, generator=g, dtype=F64)),
+        dev(torch.randn(BATCH, 7, generator=g, dtype=F64)),
     )
+
+
+def rng_state() -> list[torch.Tensor]:
+    """The generator states dropout draws from on the test device (CPU always included)."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if ON_CUDA else [])
 
 
 def grads(*modules: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,13 +89,15 @@ def reference(
 
 
 LOSSES: dict[str, Callable[[], Any]] = {
-    "clip_loss_module": lambda: ClipLoss(dtype=F64),
+    "clip_loss_module": lambda: ClipLoss(dtype=F64).to(DEVICE),
     "clip_sample_smoothing": lambda: functools.partial(
         clip_loss, logit_scale=7.0, label_smoothing=0.1, logit_bias=-0.5
     ),
-    "clip_tiled": lambda: functools.partial(clip_loss, logit_scale=5.0, chunk_size=4),
+    "clip_tiled": lambda: functools.partial(
+        clip_loss, logit_scale=5.0, chunk_size=4, backend="torch"
+    ),
     "clip_details": lambda: functools.partial(clip_loss, logit_scale=5.0, return_details=True),
-    "siglip_module_tiled": lambda: SigLipLoss(chunk_size=3, dtype=F64),
+    "siglip_module_tiled": lambda: SigLipLoss(chunk_size=3, dtype=F64, backend="torch").to(DEVICE),
     "siglip": lambda: functools.partial(siglip_loss, logit_scale=3.0, logit_bias=-2.0),
 }
 
@@ -93,7 +108,7 @@ def test_grad_cache_equals_full_backward_with_dropout(name: str) -> None:
     loss_fn = LOSSES[name]()
     torch.manual_seed(123)
     expected_loss = reference(loss_fn, image, text, x, t)
-    expected_rng = torch.get_rng_state()
+    expected_rng = rng_state()
     modules = [image, text] + ([loss_fn] if isinstance(loss_fn, nn.Module) else [])
     expected = grads(*modules)
     for m in modules:
@@ -109,7 +124,7 @@ def test_grad_cache_equals_full_backward_with_dropout(name: str) -> None:
     if isinstance(loss_fn, nn.Module):  # the learnable scale (and bias) got its gradient
         assert any(k.startswith("2.") for k in expected)
     # After the step the generator is where a single encoding pass leaves it.
-    assert torch.equal(torch.get_rng_state(), expected_rng)
+    assert all(torch.equal(a, b) for a, b in zip(rng_state(), expected_rng, strict=True))
     # Peak activations: never more than one micro-batch per call, pass 1 without a graph.
     sizes = [3, 3, 3, 1]
     assert image.calls == [(n, False) for n in sizes] + [(n, True) for n in sizes]
@@ -119,7 +134,7 @@ def test_grad_cache_equals_full_backward_with_dropout(name: str) -> None:
 def test_dropout_really_differs_between_draws() -> None:
     # Guard for the test above: with another RNG start the gradients differ.
     image, text, x, t = make()
-    loss_fn = ClipLoss(dtype=F64)
+    loss_fn = ClipLoss(dtype=F64).to(DEVICE)
     torch.manual_seed(123)
     reference(loss_fn, image, text, x, t)
     expected = grads(image, text)
@@ -133,7 +148,7 @@ def test_dropout_really_differs_between_draws() -> None:
 
 def test_without_dropout_equals_one_full_batch_forward() -> None:
     image, text, x, t = make(dropout=0.0)
-    loss_fn = ClipLoss(dtype=F64)
+    loss_fn = ClipLoss(dtype=F64).to(DEVICE)
     loss = loss_fn(image(x), text(t))
     loss.backward()
     expected = grads(image, text, loss_fn)
@@ -154,7 +169,7 @@ def test_container_inputs_and_accumulation() -> None:
         return text(batch["tokens"] * batch["scale"][:, None])
 
     loss_fn = functools.partial(clip_loss, logit_scale=4.0)
-    scale = torch.linspace(0.5, 2.0, BATCH, dtype=F64)
+    scale = torch.linspace(0.5, 2.0, BATCH, dtype=F64, device=DEVICE)
     loss_fn(image(x), text(t * scale[:, None])).backward()
     once = grads(image, text)
     for m in (image, text):
