@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlp.eval._files import read_text
 
 __all__ = ["SugarCrepeItem", "read_sugarcrepe", "read_sugarcrepe_file"]
 
@@ -48,13 +49,9 @@ def read_sugarcrepe_file(path: str | Path) -> list[SugarCrepeItem]:
         ValueError: if the file is not UTF-8 JSON of that shape (naming the file and id).
         FileNotFoundError: if the file does not exist.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
+    path, text = read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
